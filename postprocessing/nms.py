@@ -1,0 +1,60 @@
+"""Non-maximum suppression over axis-aligned boxes, per class. Pure numpy; no I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+def box_iou(box: FloatArray, boxes: FloatArray) -> FloatArray:
+    """IoU of one ``[minx, miny, maxx, maxy]`` box with each row of ``boxes``."""
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    iou: FloatArray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
+
+
+def non_max_suppression(
+    boxes: FloatArray,
+    scores: FloatArray,
+    labels: IntArray,
+    iou_threshold: float,
+) -> IntArray:
+    """Indices of the boxes NMS keeps, highest score first.
+
+    A box is dropped when its IoU with a kept, higher-scoring box of the same label exceeds
+    ``iou_threshold``. Ties in score keep the lower index first, so the result does not depend
+    on the order of equal boxes beyond their index.
+
+    Args:
+        boxes: ``(N, 4)`` array of ``[minx, miny, maxx, maxy]``.
+        scores: ``(N,)`` scores.
+        labels: ``(N,)`` integer class labels; boxes of different labels never suppress.
+        iou_threshold: In ``(0, 1]``.
+
+    Returns:
+        Kept indices into the inputs.
+    """
+    count = boxes.shape[0]
+    if count == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.lexsort((np.arange(count), -scores))
+    suppressed = np.zeros(count, dtype=bool)
+    keep: list[int] = []
+    for position, index in enumerate(order):
+        if suppressed[index]:
+            continue
+        keep.append(int(index))
+        rest = order[position + 1 :]
+        rest = rest[~suppressed[rest] & (labels[rest] == labels[index])]
+        if rest.size:
+            overlaps = box_iou(boxes[index], boxes[rest])
+            suppressed[rest[overlaps > iou_threshold]] = True
+    return np.asarray(keep, dtype=np.intp)

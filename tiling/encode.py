@@ -1,0 +1,136 @@
+"""Tile encoding in memory (no temp files): NITF, GTIFF, PNG and JPEG.
+
+Pure with respect to the outside world: bytes in, bytes out, through GDAL's in-memory files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import MemoryFile
+
+from tiling.errors import UnsupportedEncodingError
+
+CONTENT_TYPES = {
+    "NITF": "image/nitf",
+    "GTIFF": "image/tiff",
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TileGeoref:
+    """Georeferencing written into formats that carry it (GTIFF)."""
+
+    transform: Affine
+    crs: CRS | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Recipe:
+    driver: str
+    options: dict[str, str]
+    create_copy: bool
+
+
+_RECIPES: dict[tuple[str, str], _Recipe] = {
+    ("NITF", "NONE"): _Recipe("NITF", {"IC": "NC"}, create_copy=False),
+    ("NITF", "JPEG"): _Recipe("NITF", {"IC": "C3"}, create_copy=True),
+    (
+        "NITF",
+        "J2K",
+    ): _Recipe("NITF", {"IC": "C8", "JPEG2000_DRIVER": "JP2OpenJPEG"}, create_copy=True),
+    ("GTIFF", "NONE"): _Recipe("GTiff", {}, create_copy=False),
+    ("GTIFF", "LZW"): _Recipe("GTiff", {"COMPRESS": "LZW"}, create_copy=False),
+    ("GTIFF", "JPEG"): _Recipe("GTiff", {"COMPRESS": "JPEG"}, create_copy=False),
+    ("PNG", "NONE"): _Recipe("PNG", {}, create_copy=True),
+    ("JPEG", "NONE"): _Recipe("JPEG", {}, create_copy=True),
+    ("JPEG", "JPEG"): _Recipe("JPEG", {}, create_copy=True),
+}
+
+
+def content_type(tile_format: str) -> str:
+    """MIME type of a tile format (``image/nitf``, ``image/tiff``, ...)."""
+    return CONTENT_TYPES[tile_format.upper()]
+
+
+def encode_tile(
+    pixels: npt.NDArray[Any],
+    tile_format: str,
+    compression: str,
+    georef: TileGeoref | None = None,
+) -> bytes:
+    """Encode a ``(bands, rows, cols)`` array as a tile file held in memory.
+
+    Args:
+        pixels: Band-first pixel array; the pixel type and band count are kept.
+        tile_format: NITF, GTIFF, PNG or JPEG.
+        compression: NONE, JPEG, J2K or LZW.
+        georef: Georeferencing for formats that carry it (GTIFF); ignored by the others.
+
+    Returns:
+        The encoded file.
+
+    Raises:
+        UnsupportedEncodingError: For an unknown pair or pixels the format cannot hold.
+    """
+    recipe = _RECIPES.get((tile_format.upper(), compression.upper()))
+    if recipe is None:
+        raise UnsupportedEncodingError(
+            f"tile format {tile_format} cannot use compression {compression}"
+        )
+    if pixels.ndim != 3:  # noqa: PLR2004 - bands, rows, cols
+        raise UnsupportedEncodingError(f"expected a (bands, rows, cols) array, got {pixels.shape}")
+    profile: dict[str, Any] = {
+        "count": pixels.shape[0],
+        "height": pixels.shape[1],
+        "width": pixels.shape[2],
+        "dtype": pixels.dtype.name,
+    }
+    if georef is not None and recipe.driver == "GTiff":
+        profile.update(transform=georef.transform, crs=georef.crs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            if recipe.create_copy:
+                return _encode_by_copy(pixels, recipe, profile)
+            return _encode_direct(pixels, recipe, profile)
+    except (RasterioError, ValueError, TypeError) as err:
+        raise UnsupportedEncodingError(
+            f"cannot encode {pixels.dtype.name} pixels as {tile_format}/{compression}: {err}"
+        ) from err
+
+
+def _encode_direct(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str, Any]) -> bytes:
+    with MemoryFile() as memfile:
+        with memfile.open(driver=recipe.driver, **profile, **recipe.options) as dst:
+            dst.write(pixels)
+        return bytes(memfile.read())
+
+
+def _encode_by_copy(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str, Any]) -> bytes:
+    # PNG, JPEG and compressed NITF have no direct Create: copy from an in-memory source.
+    with MemoryFile() as source, MemoryFile() as target:
+        with source.open(driver="GTiff", **profile) as src:
+            src.write(pixels)
+        with rasterio.open(source.name) as src:
+            rasterio.shutil.copy(src, target.name, driver=recipe.driver, **recipe.options)
+        return bytes(target.read())
+
+
+def decode_tile(data: bytes) -> npt.NDArray[Any]:
+    """Decode an encoded tile back into a ``(bands, rows, cols)`` array."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with MemoryFile(data) as memfile, memfile.open() as src:
+            return np.asarray(src.read())

@@ -1,0 +1,37 @@
+"""Errors of the worker; the loop routes messages on RetryableError vs PermanentError alone."""
+
+
+class WorkerError(Exception):
+    """Root of every error raised by :mod:`worker`."""
+
+
+class PermanentError(WorkerError):
+    """Retrying cannot help: the message gets a FAILED status and goes to the dead-letter queue."""
+
+
+class RetryableError(WorkerError):
+    """A transient condition: the message is released and tried again later."""
+
+
+class InvalidRequestError(PermanentError, ValueError):
+    """The ImageRequest is malformed; the message names the field and the reason."""
+
+
+class ImageUnavailableError(PermanentError):
+    """The image cannot be opened or read."""
+
+
+class EndpointError(WorkerError):
+    """A model endpoint call failed."""
+
+
+class EndpointRetryableError(EndpointError, RetryableError):
+    """Throttling, 5xx, timeouts and connection errors from a model endpoint."""
+
+
+class EndpointPermanentError(EndpointError, PermanentError):
+    """A model endpoint rejected the tile (4xx) or replied with something that is not GeoJSON."""
+
+
+class SinkError(RetryableError):
+    """An output (S3, Kinesis) could not be written after retries."""

@@ -1,0 +1,252 @@
+"""Wire messages: the ImageRequest of the OversightML ModelRunner API, frozen and validated.
+
+Field names are snake_case in Python and camelCase on the wire. Documented defaults are applied
+here, so the rest of the worker never guesses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from worker.errors import InvalidRequestError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE_SIZE_PX = 1024
+DEFAULT_TILE_OVERLAP_PX = 50
+DEFAULT_IOU_THRESHOLD = 0.75
+
+
+class WireModel(BaseModel):
+    """Base of wire messages: frozen, camelCase aliases, accepts both spellings."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="ignore",
+    )
+
+
+class TileFormat(StrEnum):
+    """Encoding of the tiles sent to the model."""
+
+    NITF = "NITF"
+    JPEG = "JPEG"
+    PNG = "PNG"
+    GTIFF = "GTIFF"
+
+
+class TileCompression(StrEnum):
+    """Compression inside the tile format."""
+
+    NONE = "NONE"
+    JPEG = "JPEG"
+    J2K = "J2K"
+    LZW = "LZW"
+
+
+class ProcessorType(StrEnum):
+    """Kind of model endpoint."""
+
+    SM_ENDPOINT = "SM_ENDPOINT"
+    HTTP_ENDPOINT = "HTTP_ENDPOINT"
+
+
+class AlgorithmType(StrEnum):
+    """Duplicate removal algorithm."""
+
+    NMS = "NMS"
+    SOFT_NMS = "SOFT_NMS"
+
+
+# Pairs of tile format and compression that can be produced (README table).
+VALID_ENCODINGS: dict[TileFormat, frozenset[TileCompression]] = {
+    TileFormat.NITF: frozenset({TileCompression.NONE, TileCompression.JPEG, TileCompression.J2K}),
+    TileFormat.GTIFF: frozenset({TileCompression.NONE, TileCompression.LZW, TileCompression.JPEG}),
+    TileFormat.PNG: frozenset({TileCompression.NONE}),
+    TileFormat.JPEG: frozenset({TileCompression.NONE, TileCompression.JPEG}),
+}
+
+
+class ImageProcessor(WireModel):
+    """The model endpoint a request targets."""
+
+    name: Annotated[str, Field(min_length=1)]
+    type: ProcessorType
+    assumed_role: str | None = None
+
+
+class S3Output(WireModel):
+    """Write one FeatureCollection per image to ``s3://bucket/prefix``."""
+
+    type: Literal["S3"]
+    bucket: Annotated[str, Field(min_length=3)]
+    prefix: str = ""
+    role: str | None = None
+
+
+class KinesisOutput(WireModel):
+    """Put FeatureCollection records on a Kinesis stream."""
+
+    type: Literal["Kinesis"]
+    stream: Annotated[str, Field(min_length=1)]
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    assumed_role: str | None = None
+
+
+Output = Annotated[S3Output | KinesisOutput, Field(discriminator="type")]
+
+
+class Algorithm(WireModel):
+    """Parameters of the duplicate removal step."""
+
+    algorithm_type: AlgorithmType = AlgorithmType.NMS
+    iou_threshold: Annotated[float, Field(gt=0, le=1)] = DEFAULT_IOU_THRESHOLD
+    skip_box_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.0001
+    sigma: Annotated[float, Field(gt=0)] = 0.1
+
+
+class PostProcessingStep(WireModel):
+    """One post-processing step; FEATURE_DISTILLATION is the only one defined."""
+
+    step: Literal["FEATURE_DISTILLATION"] = "FEATURE_DISTILLATION"
+    algorithm: Algorithm = Algorithm()
+
+
+class ImageRequest(WireModel):
+    """A request to find features in one or more images."""
+
+    job_id: Annotated[str, Field(min_length=1, max_length=256)]
+    job_name: str | None = None
+    image_urls: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    outputs: list[Output] = []
+    output_bucket: str | None = None
+    output_prefix: str | None = None
+    image_processor: ImageProcessor
+    image_processor_parameters: dict[str, Any] = {}
+    image_processor_tile_size: Annotated[int, Field(gt=0)] = DEFAULT_TILE_SIZE_PX
+    image_processor_tile_overlap: Annotated[int, Field(ge=0)] = DEFAULT_TILE_OVERLAP_PX
+    image_processor_tile_format: TileFormat = TileFormat.NITF
+    image_processor_tile_compression: TileCompression = TileCompression.NONE
+    image_read_role: str | None = None
+    region_of_interest: str | None = None
+    feature_properties: list[dict[str, Any]] = []
+    post_processing: list[PostProcessingStep] = [PostProcessingStep()]
+
+    @field_validator("feature_properties", mode="before")
+    @classmethod
+    def _properties_as_list(cls, value: Any) -> Any:
+        """Accept a single object as well as the API's list of objects."""
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator(
+        "image_processor_tile_format", "image_processor_tile_compression", mode="before"
+    )
+    @classmethod
+    def _upper_enum(cls, value: Any) -> Any:
+        """Enum values are case-insensitive on the wire ("png" == "PNG")."""
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ImageRequest:
+        """Cross-field rules: overlap < tile size, a valid encoding, at least one output."""
+        if self.image_processor_tile_overlap >= self.image_processor_tile_size:
+            raise ValueError(
+                f"imageProcessorTileOverlap ({self.image_processor_tile_overlap}) must be smaller"
+                f" than imageProcessorTileSize ({self.image_processor_tile_size})"
+            )
+        fmt, comp = self.image_processor_tile_format, self.image_processor_tile_compression
+        if comp not in VALID_ENCODINGS[fmt]:
+            allowed = ", ".join(sorted(VALID_ENCODINGS[fmt]))
+            raise ValueError(
+                f"imageProcessorTileCompression {comp} cannot be used with"
+                f" imageProcessorTileFormat {fmt} (allowed: {allowed})"
+            )
+        if (self.output_bucket is None) != (self.output_prefix is None) and not self.outputs:
+            raise ValueError("outputBucket and outputPrefix must be given together")
+        if not self.all_outputs:
+            raise ValueError("outputs: at least one S3 or Kinesis output is required")
+        return self
+
+    @property
+    def all_outputs(self) -> list[S3Output | KinesisOutput]:
+        """The outputs, with the legacy ``outputBucket``/``outputPrefix`` pair as an S3 output."""
+        outputs: list[S3Output | KinesisOutput] = list(self.outputs)
+        if self.output_bucket is not None and self.output_prefix is not None:
+            legacy = S3Output(type="S3", bucket=self.output_bucket, prefix=self.output_prefix)
+            if legacy not in outputs:
+                outputs.append(legacy)
+        return outputs
+
+    @property
+    def algorithm(self) -> Algorithm | None:
+        """The duplicate removal algorithm, or None when post-processing is switched off."""
+        return self.post_processing[0].algorithm if self.post_processing else None
+
+    @property
+    def merged_feature_properties(self) -> dict[str, Any]:
+        """The request's featureProperties merged into one mapping (later entries win)."""
+        merged: dict[str, Any] = {}
+        for entry in self.feature_properties:
+            merged.update(entry)
+        return merged
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """Turn a pydantic error into one line naming each field (camelCase) and the reason."""
+    parts = []
+    for item in err.errors(include_url=False):
+        where = ".".join(to_camel(str(p)) if isinstance(p, str) else str(p) for p in item["loc"])
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {reason}" if where else reason)
+    return "; ".join(parts)
+
+
+def parse_image_request(body: str | bytes) -> ImageRequest:
+    """Parse and validate an ImageRequest message body.
+
+    Raises:
+        InvalidRequestError: With a message naming the field and the reason.
+    """
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidRequestError(f"message body is not valid JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("message body must be a JSON object (an ImageRequest)")
+    known = set(ImageRequest.model_fields) | {to_camel(name) for name in ImageRequest.model_fields}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        log.info("ignoring unknown ImageRequest keys: %s", ", ".join(unknown))
+    try:
+        return ImageRequest.model_validate(raw)
+    except ValidationError as err:
+        raise InvalidRequestError(
+            f"invalid ImageRequest: {describe_validation_error(err)}"
+        ) from err
+
+
+def job_id_of(body: str | bytes) -> str | None:
+    """Best-effort job id of a message that failed validation (for its FAILED status)."""
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    job_id = raw.get("jobId") if isinstance(raw, dict) else None
+    return job_id if isinstance(job_id, str) and job_id else None

@@ -1,0 +1,34 @@
+"""Settings: one object, built once where the program starts, from ``MODELRUNNER_*`` variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Worker configuration (see the README table)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELRUNNER_", frozen=True)
+
+    aws_region: str = "us-east-1"
+    image_queue: str = "ModelRunnerImageQueue"
+    image_dlq: str = "ModelRunnerImageQueueDLQ"
+    region_queue: str = "ModelRunnerRegionQueue"
+    region_dlq: str = "ModelRunnerRegionQueueDLQ"
+    job_table: str = "ModelRunnerJobs"
+    region_table: str = "ModelRunnerRegions"
+    status_topic_arn: str | None = None
+    endpoint_concurrency: Annotated[int, Field(ge=1, le=512)] = 16
+    encode_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    region_size_px: Annotated[int, Field(ge=256)] = 10240
+    poll_wait_s: Annotated[int, Field(ge=0, le=20)] = 5
+    visibility_timeout_s: Annotated[int, Field(ge=30, le=43200)] = 300
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    progress_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    endpoint_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    tile_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
+    allow_local_images: bool = False
