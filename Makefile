@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m infra.local_stack
+	$(BIN)/python -m infra.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

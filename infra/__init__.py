@@ -1,1 +1,1 @@
-"""infra package."""
+"""Deployment and the local stack: resource bootstrap, embedded emulator, the ``make run`` job."""

@@ -1,1 +1,1 @@
-"""models package."""
+"""Model servers with the SageMaker container contract (``GET /ping``, ``POST /invocations``)."""

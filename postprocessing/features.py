@@ -6,6 +6,7 @@ Pure functions; no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from postprocessing.detections import Detection
-from postprocessing.nms import non_max_suppression
+from postprocessing.nms import non_max_suppression, soft_non_max_suppression
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -29,20 +30,49 @@ class SensorModel(Protocol):
         ...
 
 
-def suppress_duplicates(detections: list[Detection], iou_threshold: float) -> list[Detection]:
-    """Remove duplicates with NMS per class (the best class IRI), keeping input order."""
-    if len(detections) < 2:  # noqa: PLR2004
+@dataclass(frozen=True, slots=True)
+class Distillation:
+    """Duplicate removal parameters: ``method`` is NMS or SOFT_NMS."""
+
+    method: str = "NMS"
+    iou_threshold: float = 0.75
+    sigma: float = 0.1
+    skip_box_threshold: float = 0.0001
+
+
+def suppress_duplicates(detections: list[Detection], params: Distillation) -> list[Detection]:
+    """Remove duplicates per class (the best class IRI), keeping input order.
+
+    With SOFT_NMS the best class of each kept feature gets the decayed ``score`` and its
+    original score as ``rawScore``.
+    """
+    if not detections:
         return detections
     boxes = np.asarray(shapely.bounds([d.geometry for d in detections]), dtype=np.float64)
     scores = np.asarray([d.score for d in detections], dtype=np.float64)
-    _, labels = np.unique([d.label for d in detections], return_inverse=True)
-    keep = non_max_suppression(boxes, scores, labels.astype(np.intp), iou_threshold)
-    return [detections[i] for i in np.sort(keep)]
+    _, inverse = np.unique([d.label for d in detections], return_inverse=True)
+    labels = inverse.astype(np.intp)
+    if params.method != "SOFT_NMS":
+        keep = non_max_suppression(boxes, scores, labels, params.iou_threshold)
+        return [detections[i] for i in np.sort(keep)]
+    kept, decayed = soft_non_max_suppression(
+        boxes, scores, labels, params.sigma, params.skip_box_threshold
+    )
+    order = np.argsort(kept)
+    return [_rescored(detections[kept[i]], float(decayed[i])) for i in order]
 
 
-def geolocate(
-    detections: list[Detection], sensor_model: SensorModel | None
-) -> list[BaseGeometry]:
+def _rescored(detection: Detection, score: float) -> Detection:
+    if not detection.feature_classes:
+        return detection
+    classes = [dict(c) for c in detection.feature_classes]
+    best = max(range(len(classes)), key=lambda i: float(classes[i].get("score", 1.0)))
+    classes[best]["rawScore"] = float(classes[best].get("score", 1.0))
+    classes[best]["score"] = score
+    return Detection(detection.geometry, tuple(classes), detection.properties)
+
+
+def geolocate(detections: list[Detection], sensor_model: SensorModel | None) -> list[BaseGeometry]:
     """World geometries of the detections (one vectorised call for all vertices).
 
     Without a sensor model the geometries stay in image pixels.

@@ -58,3 +58,36 @@ def non_max_suppression(
             overlaps = box_iou(boxes[index], boxes[rest])
             suppressed[rest[overlaps > iou_threshold]] = True
     return np.asarray(keep, dtype=np.intp)
+
+
+def soft_non_max_suppression(
+    boxes: FloatArray,
+    scores: FloatArray,
+    labels: IntArray,
+    sigma: float,
+    skip_box_threshold: float,
+) -> tuple[IntArray, FloatArray]:
+    """Gaussian Soft-NMS: decay overlapping scores instead of dropping the boxes.
+
+    Repeatedly takes the highest remaining score, then multiplies the score of every remaining
+    box of the same label by ``exp(-iou**2 / sigma)``; boxes whose score falls below
+    ``skip_box_threshold`` are dropped.
+
+    Returns:
+        Kept indices (in the order they were selected) and their decayed scores.
+    """
+    current = scores.astype(np.float64, copy=True)
+    remaining = np.flatnonzero(current >= skip_box_threshold)
+    keep: list[int] = []
+    kept_scores: list[float] = []
+    while remaining.size:
+        best = int(remaining[np.argmax(current[remaining])])
+        keep.append(best)
+        kept_scores.append(float(current[best]))
+        remaining = remaining[remaining != best]
+        same = remaining[labels[remaining] == labels[best]]
+        if same.size:
+            overlaps = box_iou(boxes[best], boxes[same])
+            current[same] *= np.exp(-(overlaps**2) / sigma)
+        remaining = remaining[current[remaining] >= skip_box_threshold]
+    return np.asarray(keep, dtype=np.intp), np.asarray(kept_scores, dtype=np.float64)

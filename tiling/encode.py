@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
-from tiling.errors import UnsupportedEncodingError
+from tiling.errors import TileDecodeError, UnsupportedEncodingError
 
 CONTENT_TYPES = {
     "NITF": "image/nitf",
@@ -129,8 +129,15 @@ def _encode_by_copy(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str
 
 
 def decode_tile(data: bytes) -> npt.NDArray[Any]:
-    """Decode an encoded tile back into a ``(bands, rows, cols)`` array."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile(data) as memfile, memfile.open() as src:
-            return np.asarray(src.read())
+    """Decode an encoded tile back into a ``(bands, rows, cols)`` array.
+
+    Raises:
+        TileDecodeError: If GDAL cannot read the bytes as an image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with MemoryFile(data) as memfile, memfile.open() as src:
+                return np.asarray(src.read())
+    except RasterioError as err:
+        raise TileDecodeError(f"cannot decode tile ({len(data)} bytes): {err}") from err

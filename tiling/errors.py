@@ -15,3 +15,7 @@ class ImageOpenError(TilingError):
 
 class UnsupportedEncodingError(TilingError, ValueError):
     """The tile format / compression pair cannot be produced."""
+
+
+class TileDecodeError(TilingError, ValueError):
+    """Bytes that do not decode as an image."""

@@ -1,0 +1,158 @@
+"""Create every resource the worker uses, given an endpoint URL (moto or LocalStack).
+
+Idempotent: existing resources are reused. Synchronous boto3; this is set-up code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+DEFAULT_REDRIVE_COUNT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceNames:
+    """Names of the resources; the defaults match :class:`worker.settings.Settings`."""
+
+    image_queue: str = "ModelRunnerImageQueue"
+    region_queue: str = "ModelRunnerRegionQueue"
+    status_queue: str = "ModelRunnerStatusQueue"
+    job_table: str = "ModelRunnerJobs"
+    region_table: str = "ModelRunnerRegions"
+    status_topic: str = "ModelRunnerStatus"
+    bucket: str = "modelrunner-results"
+    image_bucket: str = "modelrunner-images"
+    stream: str = "modelrunner-results"
+    stream_shards: int = 2
+    visibility_timeout_s: int = 300
+    redrive_count: int = DEFAULT_REDRIVE_COUNT
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Where the created resources are."""
+
+    image_queue_url: str
+    image_dlq_url: str
+    region_queue_url: str
+    region_dlq_url: str
+    status_queue_url: str
+    status_topic_arn: str
+    job_table: str
+    region_table: str
+    bucket: str
+    image_bucket: str
+    stream: str
+
+    def worker_environment(self) -> dict[str, str]:
+        """``MODELRUNNER_*`` variables that point a worker at these resources."""
+        return {
+            "MODELRUNNER_IMAGE_QUEUE": self.image_queue_url,
+            "MODELRUNNER_IMAGE_DLQ": self.image_dlq_url,
+            "MODELRUNNER_REGION_QUEUE": self.region_queue_url,
+            "MODELRUNNER_REGION_DLQ": self.region_dlq_url,
+            "MODELRUNNER_STATUS_TOPIC_ARN": self.status_topic_arn,
+            "MODELRUNNER_JOB_TABLE": self.job_table,
+            "MODELRUNNER_REGION_TABLE": self.region_table,
+        }
+
+
+def _queue_with_dlq(sqs: SQSClient, name: str, names: ResourceNames) -> tuple[str, str]:
+    dlq_url = sqs.create_queue(QueueName=f"{name}DLQ")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(names.redrive_count)}
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(names.visibility_timeout_s),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    return url, dlq_url
+
+
+def provision(
+    endpoint_url: str, region: str = "us-east-1", names: ResourceNames | None = None
+) -> Resources:
+    """Create queues (with DLQs and redrive), tables, topic (+ subscribed queue), bucket, stream."""
+    names = names or ResourceNames()
+    session = boto3.session.Session(region_name=region)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    image_url, image_dlq = _queue_with_dlq(sqs, names.image_queue, names)
+    region_url, region_dlq = _queue_with_dlq(sqs, names.region_queue, names)
+
+    sns = session.client("sns", endpoint_url=endpoint_url)
+    topic_arn = sns.create_topic(Name=names.status_topic)["TopicArn"]
+    status_url = sqs.create_queue(QueueName=names.status_queue)["QueueUrl"]
+    status_arn = sqs.get_queue_attributes(QueueUrl=status_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=status_arn)
+
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
+    existing = set(dynamodb.list_tables()["TableNames"])
+    tables = {names.job_table: ["image_id"], names.region_table: ["image_id", "region_id"]}
+    for table, keys in tables.items():
+        if table in existing:
+            continue
+        dynamodb.create_table(
+            TableName=table,
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
+            KeySchema=[
+                {"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"}
+                for i, k in enumerate(keys)
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expire_time"},
+        )
+
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    buckets = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in {names.bucket, names.image_bucket} - buckets:
+        s3.create_bucket(Bucket=bucket)
+
+    kinesis = session.client("kinesis", endpoint_url=endpoint_url)
+    if names.stream not in kinesis.list_streams()["StreamNames"]:
+        kinesis.create_stream(StreamName=names.stream, ShardCount=names.stream_shards)
+
+    return Resources(
+        image_queue_url=image_url,
+        image_dlq_url=image_dlq,
+        region_queue_url=region_url,
+        region_dlq_url=region_dlq,
+        status_queue_url=status_url,
+        status_topic_arn=topic_arn,
+        job_table=names.job_table,
+        region_table=names.region_table,
+        bucket=names.bucket,
+        image_bucket=names.image_bucket,
+        stream=names.stream,
+    )
+
+
+def main() -> None:
+    """``python -m infra.bootstrap ENDPOINT_URL``: provision and print the worker variables."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("endpoint_url")
+    parser.add_argument("--region", default="us-east-1")
+    args = parser.parse_args()
+    resources = provision(args.endpoint_url, args.region)
+    for key, value in resources.worker_environment().items():
+        print(f"export {key}={value}")  # noqa: T201 - shell output
+
+
+if __name__ == "__main__":
+    main()

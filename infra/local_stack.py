@@ -1,0 +1,150 @@
+"""The embedded local stack: moto in server mode, the synthetic model server and workers, all as
+real processes on 127.0.0.1. ``python -m infra.local_stack`` (``make run``) runs one job end to
+end on it and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from infra.bootstrap import Resources, provision
+
+SAMPLE_IMAGE = Path(__file__).parent / "sample" / "i_3001a.ntf"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Poll ``url`` until it answers (any HTTP status) or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not come up in {timeout_s:.0f}s") from err
+            time.sleep(0.1)
+
+
+def aws_environment(endpoint_url: str, region: str = "us-east-1") -> dict[str, str]:
+    """Variables that point boto3, aiobotocore and GDAL's /vsis3 at an emulator."""
+    host = endpoint_url.removeprefix("http://").removeprefix("https://").rstrip("/")
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "AWS_S3_ENDPOINT": host,
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    }
+
+
+class LocalStack:
+    """Starts and stops the emulator, the model server and workers."""
+
+    def __init__(self, log_dir: Path) -> None:
+        """Write each process's output to a file in ``log_dir``."""
+        self.log_dir = log_dir
+        self.moto_port = free_port()
+        self.model_port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.moto_port}"
+        self.model_url = f"http://127.0.0.1:{self.model_port}/invocations"
+        self.aws_env = aws_environment(self.endpoint_url)
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._resources: Resources | None = None
+
+    @property
+    def resources(self) -> Resources:
+        """The provisioned resources."""
+        if self._resources is None:
+            raise RuntimeError("the local stack is not started")
+        return self._resources
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{name}.log").open("ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                env={**os.environ, **env},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        self._processes.append(process)
+        return process
+
+    def start(self) -> Resources:
+        """Start moto and the model server, wait for them, provision the resources."""
+        self._spawn("moto", ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)], {})
+        self._spawn("models", ["-m", "models", "--port", str(self.model_port)], {})
+        wait_until_up(f"{self.endpoint_url}/moto-api/")
+        wait_until_up(f"http://127.0.0.1:{self.model_port}/ping")
+        os.environ.update(self.aws_env)
+        self._resources = provision(self.endpoint_url)
+        return self._resources
+
+    def worker_environment(self, **overrides: str) -> dict[str, str]:
+        """Everything a worker process needs to run against this stack."""
+        return {
+            **self.aws_env,
+            **self.resources.worker_environment(),
+            "MODELRUNNER_POLL_WAIT_S": "1",
+            "MODELRUNNER_PROGRESS_INTERVAL_S": "1",
+            **overrides,
+        }
+
+    def start_worker(self, name: str = "worker", **overrides: str) -> subprocess.Popen[bytes]:
+        """Start a worker process (``python -m worker``)."""
+        return self._spawn(name, ["-m", "worker"], self.worker_environment(**overrides))
+
+    def stop(self) -> None:
+        """SIGTERM each process, the last started first (workers before the emulator)."""
+        while self._processes:
+            process = self._processes.pop()
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.stop()

@@ -1,0 +1,109 @@
+"""HTTP server with the SageMaker container contract serving the synthetic models.
+
+``GET /ping`` answers 200; ``POST /invocations`` decodes the tile (NITF, GTIFF, PNG, JPEG) and
+runs the model chosen by ``model_selection`` in the ``X-Amzn-SageMaker-Custom-Attributes``
+header (default: the server's ``--model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+from models.synthetic import MODELS, parse_custom_attributes
+from tiling.encode import decode_tile
+from tiling.errors import TilingError
+
+log = logging.getLogger(__name__)
+
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+MAX_TILE_BYTES = 256 * 1024 * 1024
+
+
+class ModelHandler(BaseHTTPRequestHandler):
+    """Routes /ping and /invocations."""
+
+    server: ModelServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        """Health check."""
+        if self.path.rstrip("/") == "/ping":
+            self._reply(200, b"{}")
+        else:
+            self._reply(404, b'{"message": "not found"}')
+
+    def do_POST(self) -> None:
+        """Run a model on the posted tile."""
+        if self.path.rstrip("/") != "/invocations":
+            self._reply(404, b'{"message": "not found"}')
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_TILE_BYTES:
+            self._reply(400, b'{"message": "a tile body is required"}')
+            return
+        body = self.rfile.read(length)
+        attributes = parse_custom_attributes(self.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        name = attributes.get("model_selection", self.server.default_model)
+        model = MODELS.get(name)
+        if model is None:
+            self._reply(400, f'{{"message": "unknown model_selection {name!r}"}}'.encode())
+            return
+        try:
+            tile = decode_tile(body)
+        except TilingError as err:
+            self._reply(400, f'{{"message": "cannot decode tile: {err}"}}'.encode())
+            return
+        status, reply = model(tile, attributes)
+        self._reply(status, reply)
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log requests at debug level instead of stderr."""
+        log.debug(format, *args)
+
+
+class ModelServer(ThreadingHTTPServer):
+    """Threading HTTP server that knows its default model."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], default_model: str) -> None:
+        """Bind to ``address``; ``default_model`` answers requests without model_selection."""
+        super().__init__(address, ModelHandler)
+        self.default_model = default_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the model server until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--model", default="centerpoint", choices=sorted(MODELS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = ModelServer((args.host, args.port), args.model)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("model server on http://%s:%d (default model %s)", args.host, args.port, args.model)
+    server.serve_forever()
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

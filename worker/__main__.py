@@ -1,0 +1,5 @@
+"""``python -m worker``: run the ModelRunner worker."""
+
+from worker.service import main
+
+main()

@@ -1,0 +1,140 @@
+"""Model endpoints: HTTP (SageMaker container contract) and SageMaker runtime.
+
+Status codes are checked: 408, 429 and 5xx are retried with exponential backoff and full
+jitter; other 4xx fail the tile at once with the body's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.errors import EndpointPermanentError, EndpointRetryableError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
+
+log = logging.getLogger(__name__)
+
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_ERROR_CHARS = 300
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 10.0
+
+
+class ModelEndpoint(Protocol):
+    """Runs a model on one encoded tile and returns the reply body."""
+
+    async def invoke(self, payload: bytes, content_type: str) -> bytes:
+        """Send one tile.
+
+        Raises:
+            EndpointRetryableError: Still throttled or unavailable after the retries.
+            EndpointPermanentError: The model rejected the tile.
+        """
+        ...
+
+
+async def with_retries(call: Callable[[], Awaitable[bytes]], retries: int, what: str) -> bytes:
+    """Run ``call()`` and retry it on EndpointRetryableError with full-jitter backoff."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except EndpointRetryableError as err:
+            if attempt >= retries:
+                raise
+            delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+            log.debug("%s: %s; retry %d in %.2fs", what, err, attempt + 1, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+class HttpEndpoint:
+    """POST tiles to a URL; ``CustomAttributes`` goes in the SageMaker header."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        custom_attributes: str | None,
+        timeout_s: float,
+        retries: int,
+    ) -> None:
+        """Call ``url`` through the pooled ``session``."""
+        self._session = session
+        self.url = url
+        self._headers = {CUSTOM_ATTRIBUTES_HEADER: custom_attributes} if custom_attributes else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._retries = retries
+
+    async def invoke(self, payload: bytes, content_type: str) -> bytes:
+        """POST one tile, retrying throttling, 5xx, timeouts and connection errors."""
+        return await with_retries(
+            lambda: self._post(payload, content_type), self._retries, self.url
+        )
+
+    async def _post(self, payload: bytes, content_type: str) -> bytes:
+        headers = {**self._headers, "Content-Type": content_type}
+        try:
+            async with self._session.post(
+                self.url, data=payload, headers=headers, timeout=self._timeout
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise EndpointRetryableError(f"{self.url}: {type(err).__name__}: {err}") from err
+        if status == 200:  # noqa: PLR2004
+            return body
+        message = body[:MAX_ERROR_CHARS].decode(errors="replace")
+        if status in RETRYABLE_STATUS:
+            raise EndpointRetryableError(f"{self.url}: HTTP {status}: {message}")
+        raise EndpointPermanentError(f"{self.url}: HTTP {status}: {message}")
+
+
+class SageMakerEndpoint:
+    """``InvokeEndpoint`` on a SageMaker endpoint with the request's parameters."""
+
+    def __init__(
+        self,
+        client: SageMakerRuntimeClient,
+        name: str,
+        parameters: dict[str, Any],
+        retries: int,
+    ) -> None:
+        """Invoke ``name`` through ``client`` with ``parameters`` (ContentType, ...)."""
+        self._client = client
+        self.name = name
+        self._parameters = parameters
+        self._retries = retries
+
+    async def invoke(self, payload: bytes, content_type: str) -> bytes:
+        """Invoke the endpoint with one tile."""
+        return await with_retries(
+            lambda: self._call(payload, content_type), self._retries, self.name
+        )
+
+    async def _call(self, payload: bytes, content_type: str) -> bytes:
+        parameters = {"ContentType": content_type, **self._parameters}
+        try:
+            reply = await self._client.invoke_endpoint(
+                EndpointName=self.name, Body=payload, **parameters
+            )
+            async with reply["Body"] as stream:
+                return bytes(await stream.read())
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            text = f"{self.name}: {code}: {err}"
+            if status in RETRYABLE_STATUS or "Throttl" in code:
+                raise EndpointRetryableError(text) from err
+            raise EndpointPermanentError(text) from err
+        except BotoCoreError as err:
+            raise EndpointRetryableError(f"{self.name}: {err}") from err

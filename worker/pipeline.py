@@ -1,0 +1,314 @@
+"""The image pipeline: read -> encode -> invoke -> parse/shift -> NMS -> geolocate -> outputs.
+
+One image at a time per call; tiles flow through a bounded number of concurrent tile tasks, so
+memory holds at most ``endpoint_concurrency`` tiles whatever the image size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from postprocessing.detections import Detection, parse_model_output, shift_detections
+from postprocessing.errors import ModelOutputError
+from postprocessing.features import (
+    Distillation,
+    build_features,
+    nitf_source_metadata,
+    suppress_duplicates,
+)
+from tiling.encode import TileGeoref, content_type, encode_tile
+from tiling.errors import ImageOpenError, TilingError
+from tiling.grid import Window, tile_grid
+from tiling.image import ImageInfo, WindowReader, describe_image
+from tiling.sensor import sensor_model_for
+from worker.endpoints import ModelEndpoint
+from worker.errors import EndpointError, ImageUnavailableError, PermanentError
+from worker.jobstore import ImageRecord, JobStore
+from worker.messages import ImageRequest
+from worker.settings import Settings
+from worker.sinks import Sink
+from worker.status import Status, StatusEvent, StatusPublisher
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class EndpointFactory(Protocol):
+    """Builds the endpoint a request targets."""
+
+    def for_request(self, request: ImageRequest) -> ModelEndpoint:
+        """Return the request's model endpoint."""
+        ...
+
+
+class SinkFactory(Protocol):
+    """Builds the outputs a request asks for."""
+
+    def for_request(self, request: ImageRequest) -> list[Sink]:
+        """Return the request's outputs."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOutcome:
+    """How an image ended."""
+
+    status: Status
+    tile_count: int = 0
+    failed_tiles: int = 0
+    feature_count: int = 0
+    duration_s: float = 0.0
+    reason: str = ""
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class TileProgress:
+    """Tiles done and failed so far for one image."""
+
+    total: int
+    done: int = 0
+    failures: list[tuple[Window, str]] = field(default_factory=list)
+
+
+def output_name(request: ImageRequest, index: int) -> str:
+    """``<jobId>.geojson`` for a single image, ``<jobId>_<index>.geojson`` for several."""
+    if len(request.image_urls) == 1:
+        return f"{request.job_id}.geojson"
+    return f"{request.job_id}_{index}.geojson"
+
+
+def encode_window(
+    reader: WindowReader, info: ImageInfo, window: Window, tile_format: str, compression: str
+) -> bytes:
+    """Read one window and encode it as a tile (runs on the thread pool)."""
+    transform = info.tile_transform(window)
+    georef = TileGeoref(transform, info.crs) if transform is not None else None
+    return encode_tile(reader.read(window), tile_format, compression, georef)
+
+
+def parse_tile_reply(body: bytes, window: Window) -> list[Detection]:
+    """Parse a model reply and move it to full-image pixels (runs on the thread pool)."""
+    return shift_detections(parse_model_output(body), window.col_off, window.row_off)
+
+
+def features_for_image(
+    detections: list[Detection], info: ImageInfo, request: ImageRequest
+) -> list[dict[str, Any]]:
+    """Remove duplicates, geolocate and add properties (runs on the thread pool)."""
+    algorithm = request.algorithm
+    if algorithm is not None:
+        params = Distillation(
+            method=algorithm.algorithm_type.value,
+            iou_threshold=algorithm.iou_threshold,
+            sigma=algorithm.sigma,
+            skip_box_threshold=algorithm.skip_box_threshold,
+        )
+        detections = suppress_duplicates(detections, params)
+    sensor_model = sensor_model_for(info.transform, info.crs)
+    if sensor_model is None:
+        log.warning("image %s has no georeferencing: features stay in pixel space", info.url)
+    return build_features(
+        detections,
+        sensor_model,
+        inference_metadata={
+            "jobId": request.job_id,
+            "inferenceDT": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        source_metadata=nitf_source_metadata(info.tags, info.url),
+        extra_properties=request.merged_feature_properties,
+    )
+
+
+class ImagePipeline:
+    """Processes the images of requests; publishes their statuses and records them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: EndpointFactory,
+        sinks: SinkFactory,
+        status: StatusPublisher,
+        jobs: JobStore,
+        executor: Executor,
+    ) -> None:
+        """Wire the pipeline to its ports."""
+        self._settings = settings
+        self._endpoints = endpoints
+        self._sinks = sinks
+        self._status = status
+        self._jobs = jobs
+        self._executor = executor
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run(self, request: ImageRequest, index: int) -> ImageOutcome:
+        """Process image ``index`` of ``request`` to a terminal status.
+
+        PermanentError ends the image FAILED; RetryableError propagates to the loop.
+        """
+        url = request.image_urls[index]
+        started = time.monotonic()
+        await self._status.publish(
+            StatusEvent(
+                status=Status.STARTED,
+                job_id=request.job_id,
+                description=f"processing image {url}",
+                image_url=url,
+            )
+        )
+        await self._jobs.start(request.job_id, url, request.job_name)
+        try:
+            outcome = await self._process(request, index, started)
+        except PermanentError as err:
+            log.warning("job %s image %s failed: %s", request.job_id, url, err)
+            outcome = ImageOutcome(
+                Status.FAILED, duration_s=time.monotonic() - started, reason=str(err)
+            )
+        await self._finish(request, url, outcome)
+        return outcome
+
+    async def _process(self, request: ImageRequest, index: int, started: float) -> ImageOutcome:
+        url = request.image_urls[index]
+        try:
+            info = await self._in_thread(describe_image, url)
+        except ImageOpenError as err:
+            raise ImageUnavailableError(str(err)) from err
+        tiles = tile_grid(
+            info.bounds, request.image_processor_tile_size, request.image_processor_tile_overlap
+        )
+        log.info(
+            "job %s image %s: %dx%d px, %d bands %s, %d tiles",
+            request.job_id,
+            url,
+            info.width,
+            info.height,
+            info.band_count,
+            info.dtype,
+            len(tiles),
+        )
+        progress = TileProgress(len(tiles))
+        reporter = asyncio.create_task(self._report(request, url, progress))
+        try:
+            with WindowReader(url) as reader:
+                detections = await self._run_tiles(request, info, reader, tiles, progress)
+        finally:
+            reporter.cancel()
+        failed = len(progress.failures)
+        if failed == len(tiles):
+            raise PermanentError(f"all {failed} tiles failed; first: {progress.failures[0][1]}")
+        features = await self._in_thread(features_for_image, detections, info, request)
+        name = output_name(request, index)
+        outputs = [
+            await s.write(request.job_id, name, features) for s in self._sinks.for_request(request)
+        ]
+        return ImageOutcome(
+            status=Status.PARTIAL if failed else Status.SUCCESS,
+            tile_count=len(tiles),
+            failed_tiles=failed,
+            feature_count=len(features),
+            duration_s=time.monotonic() - started,
+            outputs=tuple(outputs),
+        )
+
+    async def _run_tiles(
+        self,
+        request: ImageRequest,
+        info: ImageInfo,
+        reader: WindowReader,
+        tiles: list[Window],
+        progress: TileProgress,
+    ) -> list[Detection]:
+        endpoint = self._endpoints.for_request(request)
+        pending = iter(tiles)
+        found: list[Detection] = []
+
+        async def tile_task() -> None:
+            for window in pending:  # shared iterator: each tile is taken by one task
+                found.extend(await self._tile(request, info, reader, window, endpoint, progress))
+                progress.done += 1
+
+        concurrency = min(self._settings.endpoint_concurrency, len(tiles))
+        await asyncio.gather(*(tile_task() for _ in range(concurrency)))
+        return found
+
+    async def _tile(
+        self,
+        request: ImageRequest,
+        info: ImageInfo,
+        reader: WindowReader,
+        window: Window,
+        endpoint: ModelEndpoint,
+        progress: TileProgress,
+    ) -> list[Detection]:
+        tile_format = request.image_processor_tile_format.value
+        try:
+            payload = await self._in_thread(
+                encode_window,
+                reader,
+                info,
+                window,
+                tile_format,
+                request.image_processor_tile_compression.value,
+            )
+            body = await endpoint.invoke(payload, content_type(tile_format))
+            return await self._in_thread(parse_tile_reply, body, window)
+        except (EndpointError, ModelOutputError, TilingError) as err:
+            log.warning("job %s tile %s failed: %s", request.job_id, window, err)
+            progress.failures.append((window, str(err)))
+            return []
+
+    async def _report(self, request: ImageRequest, url: str, progress: TileProgress) -> None:
+        while True:
+            await asyncio.sleep(self._settings.progress_interval_s)
+            await self._status.publish(
+                StatusEvent(
+                    status=Status.IN_PROGRESS,
+                    job_id=request.job_id,
+                    description=f"{progress.done}/{progress.total} tiles done",
+                    image_url=url,
+                    failed_tiles=len(progress.failures),
+                )
+            )
+            await self._jobs.progress(request.job_id, url, progress.total, progress.done)
+
+    async def _finish(self, request: ImageRequest, url: str, outcome: ImageOutcome) -> None:
+        if outcome.status is Status.FAILED:
+            description = f"image {url} failed: {outcome.reason}"
+        else:
+            description = (
+                f"image {url}: {outcome.tile_count} tiles ({outcome.failed_tiles} failed),"
+                f" {outcome.feature_count} features in {outcome.duration_s:.1f}s"
+            )
+        await self._status.publish(
+            StatusEvent(
+                status=outcome.status,
+                job_id=request.job_id,
+                description=description,
+                image_url=url,
+                processing_duration_s=outcome.duration_s,
+                failed_tiles=outcome.failed_tiles,
+            )
+        )
+        await self._jobs.finish(
+            ImageRecord(
+                job_id=request.job_id,
+                image_url=url,
+                status=outcome.status,
+                tile_count=outcome.tile_count,
+                failed_tiles=outcome.failed_tiles,
+                feature_count=outcome.feature_count,
+                processing_duration_s=outcome.duration_s,
+                reason=outcome.reason,
+                outputs=outcome.outputs,
+            )
+        )

@@ -1,0 +1,99 @@
+"""SQS adapter: receive, delete, release, extend visibility, dead-letter explicitly."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+
+log = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """A received message and what is needed to settle it."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+class MessageQueue(Protocol):
+    """The operations the loop needs from a work queue."""
+
+    async def receive(self, max_messages: int, wait_s: int) -> list[QueueMessage]:
+        """Long-poll for up to ``max_messages`` messages."""
+        ...
+
+    async def delete(self, message: QueueMessage) -> None:
+        """Acknowledge a message."""
+        ...
+
+    async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
+        """Hide a message for ``timeout_s`` more seconds (0 releases it now)."""
+        ...
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        """Move a message to the dead-letter queue with the reason, then delete it."""
+        ...
+
+
+class SqsQueue:
+    """A work queue with its dead-letter queue."""
+
+    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str) -> None:
+        """Use ``client`` for the queue at ``queue_url`` and its DLQ at ``dlq_url``."""
+        self._client = client
+        self.queue_url = queue_url
+        self.dlq_url = dlq_url
+
+    async def receive(self, max_messages: int, wait_s: int) -> list[QueueMessage]:
+        """Long-poll for up to ``max_messages`` messages."""
+        reply = await self._client.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        return [
+            QueueMessage(
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m.get("Body", ""),
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+            )
+            for m in reply.get("Messages", [])
+        ]
+
+    async def delete(self, message: QueueMessage) -> None:
+        """Acknowledge a message."""
+        await self._client.delete_message(
+            QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle
+        )
+
+    async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
+        """Hide a message for ``timeout_s`` more seconds (0 releases it now)."""
+        await self._client.change_message_visibility(
+            QueueUrl=self.queue_url,
+            ReceiptHandle=message.receipt_handle,
+            VisibilityTimeout=timeout_s,
+        )
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        """Copy the raw body to the DLQ with the reason as an attribute, then delete it."""
+        await self._client.send_message(
+            QueueUrl=self.dlq_url,
+            MessageBody=message.body or "(empty message body)",
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]},
+                "source_message_id": {"DataType": "String", "StringValue": message.message_id},
+            },
+        )
+        await self.delete(message)
+        log.warning("message %s dead-lettered: %s", message.message_id, reason[:200])

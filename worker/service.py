@@ -1,0 +1,140 @@
+"""Composition root: build the clients once, wire the ports, run the loop until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiobotocore.session import get_session
+
+from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
+from worker.jobstore import DynamoJobStore
+from worker.loop import Worker
+from worker.messages import ImageRequest, KinesisOutput, ProcessorType
+from worker.pipeline import ImagePipeline
+from worker.publish import LogStatusPublisher, SnsStatusPublisher
+from worker.queue import SqsQueue
+from worker.settings import Settings
+from worker.sinks import KinesisSink, S3Sink, Sink
+from worker.status import StatusPublisher
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
+    from types_aiobotocore_sqs.client import SQSClient
+
+log = logging.getLogger(__name__)
+
+
+class Endpoints:
+    """Endpoint factory over shared, pooled clients."""
+
+    def __init__(
+        self, settings: Settings, http: aiohttp.ClientSession, sagemaker: SageMakerRuntimeClient
+    ) -> None:
+        """Share ``http`` and ``sagemaker`` between requests."""
+        self._settings = settings
+        self._http = http
+        self._sagemaker = sagemaker
+
+    def for_request(self, request: ImageRequest) -> ModelEndpoint:
+        """The request's endpoint with its parameters."""
+        processor = request.image_processor
+        parameters = dict(request.image_processor_parameters)
+        if processor.type is ProcessorType.HTTP_ENDPOINT:
+            return HttpEndpoint(
+                self._http,
+                processor.name,
+                parameters.get("CustomAttributes"),
+                self._settings.endpoint_timeout_s,
+                self._settings.tile_retries,
+            )
+        return SageMakerEndpoint(
+            self._sagemaker, processor.name, parameters, self._settings.tile_retries
+        )
+
+
+class Sinks:
+    """Sink factory over shared clients."""
+
+    def __init__(self, s3: S3Client, kinesis: KinesisClient) -> None:
+        """Share ``s3`` and ``kinesis`` between requests."""
+        self._s3 = s3
+        self._kinesis = kinesis
+
+    def for_request(self, request: ImageRequest) -> list[Sink]:
+        """The request's outputs (legacy outputBucket/outputPrefix included)."""
+        sinks: list[Sink] = []
+        for output in request.all_outputs:
+            if isinstance(output, KinesisOutput):
+                sinks.append(KinesisSink(self._kinesis, output.stream, output.batch_size))
+            else:
+                sinks.append(S3Sink(self._s3, output.bucket, output.prefix))
+        return sinks
+
+
+async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
+    if name_or_url.startswith(("https://", "http://")):
+        return name_or_url
+    reply = await sqs.get_queue_url(QueueName=name_or_url)
+    return reply["QueueUrl"]
+
+
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGTERM or SIGINT, then exit after the message in hand."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    session = get_session()
+    client_args: dict[str, Any] = {"region_name": settings.aws_region}
+    async with AsyncExitStack() as stack:
+        sqs = await stack.enter_async_context(session.create_client("sqs", **client_args))
+        sns = await stack.enter_async_context(session.create_client("sns", **client_args))
+        s3 = await stack.enter_async_context(session.create_client("s3", **client_args))
+        kinesis = await stack.enter_async_context(session.create_client("kinesis", **client_args))
+        dynamodb = await stack.enter_async_context(session.create_client("dynamodb", **client_args))
+        sagemaker = await stack.enter_async_context(
+            session.create_client("sagemaker-runtime", **client_args)
+        )
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=settings.endpoint_concurrency)
+            )
+        )
+        executor = stack.enter_context(
+            ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles")
+        )
+        status: StatusPublisher = (
+            SnsStatusPublisher(sns, settings.status_topic_arn)
+            if settings.status_topic_arn
+            else LogStatusPublisher()
+        )
+        queue = SqsQueue(
+            sqs,
+            await _queue_url(sqs, settings.image_queue),
+            await _queue_url(sqs, settings.image_dlq),
+        )
+        pipeline = ImagePipeline(
+            settings,
+            Endpoints(settings, http, sagemaker),
+            Sinks(s3, kinesis),
+            status,
+            DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),
+            executor,
+        )
+        await Worker(settings, queue, pipeline, status, stop).run()
+
+
+def main() -> None:
+    """Entry point of ``python -m worker``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = Settings()
+    asyncio.run(serve(settings))
