@@ -113,8 +113,9 @@ class DynamoJobStore:
             TableName=self._table,
             Key={"image_id": _s(record.image_id)},
             UpdateExpression=(
-                "SET #s = :s, tile_count = :t, tiles_done = :t, failed_tiles = :f, feature_count = :c,"
-                " processing_duration = :p, end_time = :e, reason = :r, outputs = :o"
+                "SET #s = :s, tile_count = :t, tiles_done = :t, failed_tiles = :f,"
+                " feature_count = :c, processing_duration = :p, end_time = :e, reason = :r,"
+                " outputs = :o"
             ),
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues=values,
