@@ -14,6 +14,7 @@ import numpy.typing as npt
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError  # GDAL errors raised by rasterio.shutil.copy
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
@@ -105,7 +106,7 @@ def encode_tile(
             if recipe.create_copy:
                 return _encode_by_copy(pixels, recipe, profile)
             return _encode_direct(pixels, recipe, profile)
-    except (RasterioError, ValueError, TypeError) as err:
+    except (RasterioError, CPLE_BaseError, ValueError, TypeError) as err:
         raise UnsupportedEncodingError(
             f"cannot encode {pixels.dtype.name} pixels as {tile_format}/{compression}: {err}"
         ) from err
@@ -139,5 +140,5 @@ def decode_tile(data: bytes) -> npt.NDArray[Any]:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with MemoryFile(data) as memfile, memfile.open() as src:
                 return np.asarray(src.read())
-    except RasterioError as err:
+    except (RasterioError, CPLE_BaseError) as err:
         raise TileDecodeError(f"cannot decode tile ({len(data)} bytes): {err}") from err

@@ -47,7 +47,7 @@ class ImageInfo:
         """The affine transform of a window of the image."""
         if self.transform is None:
             return None
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
 
 def _open(url: str) -> DatasetReader:

@@ -1,0 +1,54 @@
+"""Tile encoding round trips."""
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+
+from tiling.encode import TileGeoref, content_type, decode_tile, encode_tile
+from tiling.errors import TileDecodeError, UnsupportedEncodingError
+
+PIXELS = np.random.default_rng(7).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "compression"),
+    [("NITF", "NONE"), ("GTIFF", "NONE"), ("GTIFF", "LZW"), ("PNG", "NONE")],
+)
+def test_lossless_round_trip(fmt: str, compression: str) -> None:
+    np.testing.assert_array_equal(decode_tile(encode_tile(PIXELS, fmt, compression)), PIXELS)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "compression"), [("NITF", "JPEG"), ("NITF", "J2K"), ("GTIFF", "JPEG"), ("JPEG", "NONE")]
+)
+def test_lossy_round_trip_keeps_shape(fmt: str, compression: str) -> None:
+    smooth = np.broadcast_to(np.linspace(0, 250, 48, dtype=np.uint8), (3, 64, 48)).copy()
+    decoded = decode_tile(encode_tile(smooth, fmt, compression))
+    assert decoded.shape == smooth.shape
+    assert np.abs(decoded.astype(int) - smooth).mean() < 8
+
+
+def test_gtiff_tile_carries_georeferencing() -> None:
+    georef = TileGeoref(Affine(0.5, 0, 500000, 0, -0.5, 4500000), CRS.from_epsg(32618))
+    with MemoryFile(encode_tile(PIXELS, "GTIFF", "NONE", georef)) as memfile, memfile.open() as src:
+        assert src.crs == georef.crs
+        assert src.transform == georef.transform
+
+
+def test_uint16_keeps_pixel_type() -> None:
+    pixels = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8) * 500
+    decoded = decode_tile(encode_tile(pixels, "NITF", "NONE"))
+    assert decoded.dtype == np.uint16
+    np.testing.assert_array_equal(decoded, pixels)
+
+
+def test_errors() -> None:
+    with pytest.raises(UnsupportedEncodingError, match="PNG cannot use compression J2K"):
+        encode_tile(PIXELS, "PNG", "J2K")
+    with pytest.raises(UnsupportedEncodingError, match="cannot encode float64"):
+        encode_tile(PIXELS.astype(np.float64), "PNG", "NONE")
+    with pytest.raises(TileDecodeError):
+        decode_tile(b"not an image")
+    assert content_type("gtiff") == "image/tiff"
