@@ -79,7 +79,12 @@ def run() -> int:
         features = json.loads(body)["features"]
         _say(f"result: s3://{resources.bucket}/{result_key} ({len(features)} features)")
         if features:
-            _say("first feature:\n" + json.dumps(features[0], indent=2)[:1500])
+            first = dict(features[0])
+            first["geometry"] = "(WGS84 polygon, omitted)"
+            first["properties"] = {
+                k: v for k, v in first["properties"].items() if k != "imageGeometry"
+            }
+            _say("first feature:\n" + json.dumps(first, indent=2))
         ok = all(r["status"] == "SUCCESS" for r in records)
     _say("local stack stopped")
     return 0 if ok else 1

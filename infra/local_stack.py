@@ -120,6 +120,15 @@ class LocalStack:
         """Start a worker process (``python -m worker``)."""
         return self._spawn(name, ["-m", "worker"], self.worker_environment(**overrides))
 
+    def wait_for_log(self, name: str, text: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Wait until process ``name`` has written ``text`` to its log."""
+        path = self.log_dir / f"{name}.log"
+        deadline = time.monotonic() + timeout_s
+        while text not in (path.read_text(errors="replace") if path.exists() else ""):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not log {text!r} in {timeout_s:.0f}s")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         """SIGTERM each process, the last started first (workers before the emulator)."""
         while self._processes:

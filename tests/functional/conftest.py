@@ -1,0 +1,44 @@
+"""A real moto server, a real model server and a real worker process on 127.0.0.1."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from subprocess import Popen
+
+import boto3
+import pytest
+
+from infra.local_stack import LocalStack
+from tests.functional.helpers import Stack, StatusLog
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    log_dir = tmp_path_factory.mktemp("stack")
+    with LocalStack(log_dir) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def worker(local_stack: LocalStack) -> Popen[bytes]:
+    return local_stack.start_worker("worker", MODELRUNNER_MAX_ATTEMPTS="2")
+
+
+@pytest.fixture(scope="session")
+def stack(local_stack: LocalStack, worker: Popen[bytes]) -> Stack:
+    session = boto3.session.Session(region_name="us-east-1")
+    url = local_stack.endpoint_url
+    sqs = session.client("sqs", endpoint_url=url)
+    return Stack(
+        local=local_stack,
+        worker=worker,
+        sqs=sqs,
+        s3=session.client("s3", endpoint_url=url),
+        kinesis=session.client("kinesis", endpoint_url=url),
+        dynamodb=session.client("dynamodb", endpoint_url=url),
+        statuses=StatusLog(sqs, local_stack.resources.status_queue_url),
+    )
+
+
+@pytest.fixture
+def log_dir(local_stack: LocalStack) -> Path:
+    return local_stack.log_dir

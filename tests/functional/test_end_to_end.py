@@ -1,0 +1,106 @@
+"""One request through the whole path, as a user sees it: S3, Kinesis, SNS, DynamoDB."""
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
+
+from tests.functional.helpers import Stack, write_geotiff
+
+pytestmark = pytest.mark.functional
+
+UTM = CRS.from_epsg(32618)
+TRANSFORM = Affine(0.5, 0.0, 583000.0, 0.0, -0.5, 4507000.0)
+
+
+def grid_count(length: int, tile: int, overlap: int) -> int:
+    return max(1, math.ceil((length - overlap) / (tile - overlap)))
+
+
+def test_geotiff_job(stack: Stack, tmp_path: Path) -> None:
+    width, height = 1500, 1100
+    pixels = np.random.default_rng(1).integers(100, 255, (3, height, width), dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "utm.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        imageProcessorTileFormat="GTIFF",
+        outputs=[
+            {"type": "S3", "bucket": stack.local.resources.bucket, "prefix": "out"},
+            {"type": "Kinesis", "stream": stack.local.resources.stream, "batchSize": 5},
+        ],
+        featureProperties=[{"mission": "functional"}],
+    )
+    job_id = request["jobId"]
+    stack.submit(json.dumps(request))
+    statuses = stack.statuses.wait_terminal(job_id)
+    expected_tiles = grid_count(width, 512, 64) * grid_count(height, 512, 64)
+    assert expected_tiles == 12
+
+    assert statuses[0].attributes["status"] == "STARTED"
+    final = statuses[-1]
+    assert final.message.startswith(f"StatusMonitor update: SUCCESS {job_id}: ")
+    assert final.attributes["job_id"] == job_id
+    assert final.attributes["image_id"] == f"{job_id}:{image_url}"
+    assert final.attributes["image_status"] == "SUCCESS"
+    assert final.attributes["failed_tiles"] == "0"
+    assert float(final.attributes["processing_duration"]) > 0
+
+    features = stack.result(job_id)["features"]
+    assert len(features) == expected_tiles  # one centre box per tile, none overlap
+    to_wgs84 = Transformer.from_crs(32618, 4326, always_xy=True)
+    for feature in features:
+        minx, miny, maxx, maxy = feature["properties"]["imageBBox"]
+        assert 0 <= minx < maxx <= width
+        assert 0 <= miny < maxy <= height
+        assert maxx - minx == pytest.approx(102.4)  # +-10% of the 512 px tile
+        x, y = TRANSFORM @ ((minx + maxx) / 2, (miny + maxy) / 2)
+        lon, lat = to_wgs84.transform(x, y)
+        assert feature["properties"]["center_longitude"] == pytest.approx(lon, abs=1e-7)
+        assert feature["properties"]["center_latitude"] == pytest.approx(lat, abs=1e-7)
+        assert feature["properties"]["mission"] == "functional"
+        assert feature["properties"]["inferenceMetadata"]["jobId"] == job_id
+        assert feature["properties"]["featureClasses"] == [{"iri": "sample_object", "score": 1.0}]
+
+    records = stack.kinesis_records(job_id)
+    assert {r["partition_key"] for r in records} == {job_id}
+    assert all(r["data"]["type"] == "FeatureCollection" for r in records)
+    assert all(len(r["data"]["features"]) <= 5 for r in records)
+    assert sum(len(r["data"]["features"]) for r in records) == expected_tiles
+
+    record = stack.job_record(job_id, image_url)
+    assert record["status"] == "SUCCESS"
+    assert int(record["tile_count"]) == expected_tiles
+    assert int(record["feature_count"]) == expected_tiles
+    assert int(record["failed_tiles"]) == 0
+
+
+def test_failed_tiles_make_a_partial_image(stack: Stack, tmp_path: Path) -> None:
+    pixels = np.full((1, 512, 1024), 200, dtype=np.uint8)
+    pixels[:, :, :512] = 40  # the failure model answers HTTP 400 for this tile
+    image_url = stack.upload(write_geotiff(tmp_path / "half.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        imageProcessorTileOverlap=0,
+        imageProcessorParameters={"CustomAttributes": "model_selection=failure"},
+    )
+    stack.submit(json.dumps(request))
+    final = stack.statuses.wait_terminal(request["jobId"])[-1]
+    assert final.attributes["status"] == "PARTIAL"
+    assert final.attributes["failed_tiles"] == "1"
+    (feature,) = stack.result(request["jobId"])["features"]
+    assert feature["properties"]["imageBBox"][0] > 512
+
+
+def test_sigterm_stops_a_worker_cleanly(stack: Stack) -> None:
+    extra = stack.local.start_worker("worker-sigterm")
+    try:
+        stack.local.wait_for_log("worker-sigterm", "worker polling")
+    finally:
+        extra.send_signal(signal.SIGTERM)
+    assert extra.wait(30) == 0
