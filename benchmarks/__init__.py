@@ -1,0 +1,1 @@
+"""Reproducible benchmarks (not tests): run with ``python -m benchmarks.<name>``."""

@@ -1,0 +1,127 @@
+"""End-to-end throughput and worker memory on the embedded local stack.
+
+Makes a georeferenced GeoTIFF (default 10000 x 10000, 1 band uint8, tiled, deflate), uploads it
+to the emulator, submits jobs (default tile 512 / overlap 128, NITF tiles, centerpoint model)
+and reports, per run, tiles per second from submit to terminal status, and the worker's peak
+resident memory (VmHWM). The median over runs is printed last.
+
+    python -m benchmarks.throughput [--size 10000] [--tile 512] [--overlap 128] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from infra.local_stack import LocalStack
+from worker.cli import submit, wait_for_job
+
+
+def make_image(path: Path, size: int) -> None:
+    """A tiled, deflate-compressed UTM GeoTIFF with smooth random content."""
+    rng = np.random.default_rng(0)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": CRS.from_epsg(32618),
+        "transform": Affine(0.5, 0, 583000, 0, -0.5, 4507000),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        for _, window in dst.block_windows(1):
+            base = rng.integers(60, 200, dtype=np.uint8)
+            block = np.full((1, window.height, window.width), base, dtype=np.uint8)
+            dst.write(block, window=window)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set size of a live process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    """Run the benchmark and print one line per run and the medians."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=10000)
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=128)
+    parser.add_argument("--format", default="NITF")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", default="16")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "logs") as stack:
+        image = Path(tmp) / "bench.tif"
+        make_image(image, args.size)
+        session = boto3.session.Session(region_name="us-east-1")
+        s3 = session.client("s3", endpoint_url=stack.endpoint_url)
+        s3.upload_file(str(image), stack.resources.image_bucket, "bench.tif")
+        worker = stack.start_worker(MODELRUNNER_ENDPOINT_CONCURRENCY=args.concurrency)
+        rates = []
+        for run in range(args.runs):
+            request = {
+                "jobId": f"bench-{uuid.uuid4().hex[:8]}",
+                "imageUrls": [f"s3://{stack.resources.image_bucket}/bench.tif"],
+                "outputs": [{"type": "S3", "bucket": stack.resources.bucket, "prefix": "bench"}],
+                "imageProcessor": {"name": stack.model_url, "type": "HTTP_ENDPOINT"},
+                "imageProcessorTileSize": args.tile,
+                "imageProcessorTileOverlap": args.overlap,
+                "imageProcessorTileFormat": args.format,
+            }
+            started = time.monotonic()
+            parsed = submit(
+                session.client("sqs", endpoint_url=stack.endpoint_url),
+                stack.resources.image_queue_url,
+                request,
+            )
+            (record,) = wait_for_job(
+                session.client("dynamodb", endpoint_url=stack.endpoint_url),
+                stack.resources.job_table,
+                parsed,
+                3600,
+                lambda _line: None,
+            )
+            elapsed = time.monotonic() - started
+            tiles = int(record["tile_count"])
+            rates.append(tiles / elapsed)
+            print(
+                json.dumps(
+                    {
+                        "run": run,
+                        "status": record["status"],
+                        "tiles": tiles,
+                        "features": int(record["feature_count"]),
+                        "seconds": round(elapsed, 2),
+                        "tiles_per_s": round(tiles / elapsed, 1),
+                        "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
+                    }
+                ),
+                flush=True,
+            )
+        print(
+            f"median {statistics.median(rates):.1f} tiles/s over {len(rates)} runs;"
+            f" worker peak RSS {peak_rss_mib(worker.pid):.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
