@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from postprocessing.detections import Detection, parse_model_output, shift_detections
 from postprocessing.errors import ModelOutputError
 from postprocessing.features import (
@@ -270,16 +272,18 @@ class ImagePipeline:
     async def _report(self, request: ImageRequest, url: str, progress: TileProgress) -> None:
         while True:
             await asyncio.sleep(self._settings.progress_interval_s)
-            await self._status.publish(
-                StatusEvent(
-                    status=Status.IN_PROGRESS,
-                    job_id=request.job_id,
-                    description=f"{progress.done}/{progress.total} tiles done",
-                    image_url=url,
-                    failed_tiles=len(progress.failures),
-                )
+            event = StatusEvent(
+                status=Status.IN_PROGRESS,
+                job_id=request.job_id,
+                description=f"{progress.done}/{progress.total} tiles done",
+                image_url=url,
+                failed_tiles=len(progress.failures),
             )
-            await self._jobs.progress(request.job_id, url, progress.total, progress.done)
+            try:
+                await self._status.publish(event)
+                await self._jobs.progress(request.job_id, url, progress.total, progress.done)
+            except (BotoCoreError, ClientError) as err:  # progress is best effort
+                log.warning("job %s: progress update failed: %s", request.job_id, err)
 
     async def _finish(self, request: ImageRequest, url: str, outcome: ImageOutcome) -> None:
         if outcome.status is Status.FAILED:
