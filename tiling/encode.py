@@ -20,6 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
 from tiling.errors import TileDecodeError, UnsupportedEncodingError
+from tiling.gdalenv import ensure_thread_env
 
 CONTENT_TYPES = {
     "NITF": "image/nitf",
@@ -100,6 +101,7 @@ def encode_tile(
     }
     if georef is not None and recipe.driver == "GTiff":
         profile.update(transform=georef.transform, crs=georef.crs)
+    ensure_thread_env()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -135,6 +137,7 @@ def decode_tile(data: bytes) -> npt.NDArray[Any]:
     Raises:
         TileDecodeError: If GDAL cannot read the bytes as an image.
     """
+    ensure_thread_env()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -21,6 +21,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
 from tiling.errors import ImageOpenError
+from tiling.gdalenv import ensure_thread_env
 from tiling.grid import Window
 
 
@@ -51,6 +52,7 @@ class ImageInfo:
 
 
 def _open(url: str) -> DatasetReader:
+    ensure_thread_env()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
