@@ -51,12 +51,17 @@ def make_image(path: Path, size: int) -> None:
             dst.write(block, window=window)
 
 
-def peak_rss_mib(pid: int) -> float:
-    """Peak resident set size of a live process, from /proc."""
+def proc_status_mib(pid: int, field: str) -> float:
+    """A memory figure (VmHWM = peak RSS, VmRSS = current RSS) of a live process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set size of a live process."""
+    return proc_status_mib(pid, "VmHWM")
 
 
 def main() -> None:
@@ -76,6 +81,8 @@ def main() -> None:
         s3 = session.client("s3", endpoint_url=stack.endpoint_url)
         s3.upload_file(str(image), stack.resources.image_bucket, "bench.tif")
         worker = stack.start_worker(MODELRUNNER_ENDPOINT_CONCURRENCY=args.concurrency)
+        stack.wait_for_log("worker", "worker polling")
+        idle_rss = proc_status_mib(worker.pid, "VmRSS")
         rates = []
         for run in range(args.runs):
             request = {
@@ -99,6 +106,7 @@ def main() -> None:
                 parsed,
                 3600,
                 lambda _line: None,
+                poll_interval_s=0.05,
             )
             elapsed = time.monotonic() - started
             tiles = int(record["tile_count"])
@@ -119,7 +127,7 @@ def main() -> None:
             )
         print(
             f"median {statistics.median(rates):.1f} tiles/s over {len(rates)} runs;"
-            f" worker peak RSS {peak_rss_mib(worker.pid):.0f} MiB"
+            f" worker RSS idle {idle_rss:.0f} MiB, peak {peak_rss_mib(worker.pid):.0f} MiB"
         )
 
 

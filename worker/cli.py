@@ -90,6 +90,7 @@ def wait_for_job(
     request: ImageRequest,
     timeout_s: float,
     report: Callable[[str], None],
+    poll_interval_s: float = POLL_INTERVAL_S,
 ) -> list[dict[str, str]]:
     """Poll the job records until every image is terminal; report progress as it changes.
 
@@ -110,7 +111,7 @@ def wait_for_job(
         terminal = [r for r in records if Status(r["status"]).terminal]
         if len(terminal) == len(request.image_urls):
             return records
-        time.sleep(POLL_INTERVAL_S)
+        time.sleep(poll_interval_s)
     raise TimeoutError(f"job {request.job_id} not finished after {timeout_s:.0f}s")
 
 

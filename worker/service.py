@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -137,4 +138,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     settings = Settings()
+    # GDAL sizes its block cache once, from this variable, at first use.
+    os.environ["GDAL_CACHEMAX"] = str(settings.gdal_cache_mb)
     asyncio.run(serve(settings))

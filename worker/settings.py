@@ -31,3 +31,4 @@ class Settings(BaseSettings):
     endpoint_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     tile_retries: Annotated[int, Field(ge=0, le=10)] = 3
     job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
+    gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
