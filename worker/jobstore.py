@@ -16,23 +16,16 @@ SECONDS_PER_DAY = 86400
 
 
 @dataclass(frozen=True, slots=True)
-class ImageRecord:
-    """What is recorded about an image when its processing ends."""
+class ImageOutcome:
+    """How an image ended: what its job record and terminal status report."""
 
-    job_id: str
-    image_url: str
     status: Status
     tile_count: int = 0
     failed_tiles: int = 0
     feature_count: int = 0
-    processing_duration_s: float = 0.0
+    duration_s: float = 0.0
     reason: str = ""
     outputs: tuple[str, ...] = field(default=())
-
-    @property
-    def image_id(self) -> str:
-        """``<jobId>:<imageUrl>``."""
-        return f"{self.job_id}:{self.image_url}"
 
 
 class JobStore(Protocol):
@@ -46,7 +39,7 @@ class JobStore(Protocol):
         """Record the tiles done so far."""
         ...
 
-    async def finish(self, record: ImageRecord) -> None:
+    async def finish(self, job_id: str, image_url: str, outcome: ImageOutcome) -> None:
         """Record the terminal state of an image."""
         ...
 
@@ -97,21 +90,21 @@ class DynamoJobStore:
             },
         )
 
-    async def finish(self, record: ImageRecord) -> None:
+    async def finish(self, job_id: str, image_url: str, outcome: ImageOutcome) -> None:
         """Record the terminal state of an image."""
         values: dict[str, AttributeValueTypeDef] = {
-            ":s": _s(record.status.value),
-            ":t": _n(record.tile_count),
-            ":f": _n(record.failed_tiles),
-            ":c": _n(record.feature_count),
-            ":p": _n(round(record.processing_duration_s, 3)),
+            ":s": _s(outcome.status.value),
+            ":t": _n(outcome.tile_count),
+            ":f": _n(outcome.failed_tiles),
+            ":c": _n(outcome.feature_count),
+            ":p": _n(round(outcome.duration_s, 3)),
             ":e": _n(round(time.time(), 3)),
-            ":r": _s(record.reason),
-            ":o": {"L": [_s(o) for o in record.outputs]},
+            ":r": _s(outcome.reason),
+            ":o": {"L": [_s(o) for o in outcome.outputs]},
         }
         await self._client.update_item(
             TableName=self._table,
-            Key={"image_id": _s(record.image_id)},
+            Key={"image_id": _s(f"{job_id}:{image_url}")},
             UpdateExpression=(
                 "SET #s = :s, tile_count = :t, tiles_done = :t, failed_tiles = :f,"
                 " feature_count = :c, processing_duration = :p, end_time = :e, reason = :r,"

@@ -32,7 +32,7 @@ from tiling.image import ImageInfo, WindowReader, describe_image
 from tiling.sensor import sensor_model_for
 from worker.endpoints import ModelEndpoint
 from worker.errors import EndpointError, ImageUnavailableError, PermanentError
-from worker.jobstore import ImageRecord, JobStore
+from worker.jobstore import ImageOutcome, JobStore
 from worker.messages import ImageRequest
 from worker.settings import Settings
 from worker.sinks import Sink
@@ -57,19 +57,6 @@ class SinkFactory(Protocol):
     def for_request(self, request: ImageRequest) -> list[Sink]:
         """Return the request's outputs."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOutcome:
-    """How an image ended."""
-
-    status: Status
-    tile_count: int = 0
-    failed_tiles: int = 0
-    feature_count: int = 0
-    duration_s: float = 0.0
-    reason: str = ""
-    outputs: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -303,16 +290,4 @@ class ImagePipeline:
                 failed_tiles=outcome.failed_tiles,
             )
         )
-        await self._jobs.finish(
-            ImageRecord(
-                job_id=request.job_id,
-                image_url=url,
-                status=outcome.status,
-                tile_count=outcome.tile_count,
-                failed_tiles=outcome.failed_tiles,
-                feature_count=outcome.feature_count,
-                processing_duration_s=outcome.duration_s,
-                reason=outcome.reason,
-                outputs=outcome.outputs,
-            )
-        )
+        await self._jobs.finish(request.job_id, url, outcome)
