@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from postprocessing.overlap import intersecting_pairs
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 
@@ -91,3 +93,95 @@ def soft_non_max_suppression(
             current[same] *= np.exp(-(overlaps**2) / sigma)
         remaining = remaining[current[remaining] >= skip_box_threshold]
     return np.asarray(keep, dtype=np.intp), np.asarray(kept_scores, dtype=np.float64)
+
+
+def pair_iou(a: FloatArray, b: FloatArray) -> FloatArray:
+    """IoU of the boxes of two ``(N, 4)`` arrays, row by row."""
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union -= inter
+    iou: FloatArray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
+
+
+def sparse_non_max_suppression(
+    boxes: FloatArray, scores: FloatArray, labels: IntArray, iou_threshold: float
+) -> IntArray:
+    """The kept set of :func:`non_max_suppression`, computed on the overlap graph.
+
+    Only intersecting same-label pairs (found with a grid) are compared. Greedy NMS is then
+    resolved in rounds: a box is kept once every higher-ranked box that would suppress it is
+    itself suppressed, and suppressed once one of them is kept.
+
+    Returns:
+        Kept indices in ascending order.
+    """
+    count = boxes.shape[0]
+    first, second = intersecting_pairs(boxes, labels)
+    over = pair_iou(boxes[first], boxes[second]) > iou_threshold
+    first, second = first[over], second[over]
+    rank = np.empty(count, dtype=np.intp)
+    rank[np.lexsort((np.arange(count), -scores))] = np.arange(count)
+    forward = rank[first] < rank[second]
+    source = np.where(forward, first, second)
+    target = np.where(forward, second, first)
+    unknown, kept, dropped = 0, 1, 2
+    status = np.full(count, kept, dtype=np.int8)
+    status[target] = unknown
+    while True:
+        status[target[(status[source] == kept) & (status[target] == unknown)]] = dropped
+        waiting = np.bincount(target[status[source] != dropped], minlength=count)
+        ready = (status == unknown) & (waiting == 0)
+        if not ready.any():
+            break
+        status[ready] = kept
+    return np.flatnonzero(status == kept)
+
+
+def sparse_soft_non_max_suppression(
+    boxes: FloatArray,
+    scores: FloatArray,
+    labels: IntArray,
+    sigma: float,
+    skip_box_threshold: float,
+) -> tuple[IntArray, FloatArray]:
+    """The result of :func:`soft_non_max_suppression`, computed per group of overlapping boxes.
+
+    Soft-NMS only changes the scores of intersecting same-label boxes, so it runs exactly on
+    each connected group of the overlap graph; lone boxes keep their score.
+
+    Returns:
+        Kept indices in ascending order and their decayed scores.
+    """
+    count = boxes.shape[0]
+    first, second = intersecting_pairs(boxes, labels)
+    group = _connected_groups(count, first, second)
+    final = scores.astype(np.float64, copy=True)
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+    sizes = np.diff(np.r_[starts, count])
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+        members = order[start : start + size]
+        kept, decayed = soft_non_max_suppression(
+            boxes[members], scores[members], labels[members], sigma, skip_box_threshold
+        )
+        final[members] = -np.inf
+        final[members[kept]] = decayed
+    keep = np.flatnonzero(final >= skip_box_threshold)
+    return keep, final[keep]
+
+
+def _connected_groups(count: int, first: IntArray, second: IntArray) -> IntArray:
+    """Smallest member index of each node's connected component (label propagation)."""
+    group = np.arange(count, dtype=np.intp)
+    while True:
+        low = np.minimum(group[first], group[second])
+        updated = group.copy()
+        np.minimum.at(updated, first, low)
+        np.minimum.at(updated, second, low)
+        updated = updated[updated]
+        if np.array_equal(updated, group):
+            return group
+        group = updated

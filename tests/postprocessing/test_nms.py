@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postprocessing.nms import box_iou, non_max_suppression, soft_non_max_suppression
+from postprocessing.nms import (
+    box_iou,
+    non_max_suppression,
+    soft_non_max_suppression,
+    sparse_non_max_suppression,
+    sparse_soft_non_max_suppression,
+)
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -118,3 +124,37 @@ def test_soft_nms_lowers_overlapping_scores() -> None:
     overlap = box_iou(boxes[0], boxes[1:])[0]
     assert decayed[1] == pytest.approx(0.8 * math.exp(-(overlap**2) / 0.5))
     assert decayed[1] < 0.8
+
+
+@settings(max_examples=200)
+@given(data=box_sets, threshold=st.floats(0.05, 1.0))
+def test_sparse_nms_equals_dense(
+    data: tuple[list[tuple[int, int, int, int]], list[float], list[int]], threshold: float
+) -> None:
+    _, b, s, lab = arrays(data)
+    dense = np.sort(non_max_suppression(b, s, lab, threshold))
+    assert sparse_non_max_suppression(b, s, lab, threshold).tolist() == dense.tolist()
+
+
+@settings(max_examples=200)
+@given(data=box_sets, sigma=st.floats(0.05, 2.0), skip=st.floats(0.0, 0.5))
+def test_sparse_soft_nms_equals_dense(
+    data: tuple[list[tuple[int, int, int, int]], list[float], list[int]], sigma: float, skip: float
+) -> None:
+    _, b, s, lab = arrays(data)
+    kept, decayed = soft_non_max_suppression(b, s, lab, sigma, skip)
+    expected = dict(zip(kept.tolist(), decayed.tolist(), strict=True))
+    got_kept, got_scores = sparse_soft_non_max_suppression(b, s, lab, sigma, skip)
+    assert got_kept.tolist() == sorted(expected)
+    np.testing.assert_allclose(got_scores, [expected[i] for i in got_kept.tolist()], atol=1e-9)
+
+
+def test_sparse_nms_large_input_equals_dense() -> None:
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 3000, (3000, 2))
+    size = rng.uniform(5, 60, (3000, 2))
+    boxes = np.hstack([xy, xy + size])
+    scores = rng.uniform(0, 1, 3000)
+    labels = rng.integers(0, 3, 3000).astype(np.intp)
+    dense = np.sort(non_max_suppression(boxes, scores, labels, 0.3))
+    assert sparse_non_max_suppression(boxes, scores, labels, 0.3).tolist() == dense.tolist()
