@@ -1,11 +1,14 @@
 """Detections to output GeoJSON features: duplicate removal, geolocation, properties.
 
-Pure functions; no I/O.
+Pure functions; no I/O. Features are produced as JSON text in chunks, so an image's output is
+never one document in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -13,13 +16,15 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import shapely
-from shapely.geometry import mapping
-from shapely.geometry.base import BaseGeometry
 
-from postprocessing.detections import Detection
-from postprocessing.nms import non_max_suppression, soft_non_max_suppression
+from postprocessing.nms import sparse_non_max_suppression, sparse_soft_non_max_suppression
+from postprocessing.overlap import in_overlap_bands
+from postprocessing.table import DetectionTable
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+DEFAULT_CHUNK_FEATURES = 5000
 
 
 class SensorModel(Protocol):
@@ -40,89 +45,155 @@ class Distillation:
     skip_box_threshold: float = 0.0001
 
 
-def suppress_duplicates(detections: list[Detection], params: Distillation) -> list[Detection]:
-    """Remove duplicates per class (the best class IRI), keeping input order.
+@dataclass(frozen=True)
+class TileLayout:
+    """The tile grid the detections came from: origins per axis and the tile size."""
 
-    With SOFT_NMS the best class of each kept feature gets the decayed ``score`` and its
-    original score as ``rawScore``.
+    col_origins: IntArray
+    row_origins: IntArray
+    tile_width_px: int
+    tile_height_px: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows of a table to output; ``scores`` holds Soft-NMS scores for those rows."""
+
+    rows: IntArray
+    scores: FloatArray | None = None
+
+
+def suppress_duplicates(
+    table: DetectionTable, params: Distillation | None, layout: TileLayout | None = None
+) -> Selection:
+    """Remove duplicates per class (the best class IRI).
+
+    With a ``layout`` only detections in tile overlap bands are compared (the others cannot
+    be duplicates); without one every detection is. With SOFT_NMS the kept rows carry their
+    decayed scores.
     """
-    if not detections:
-        return detections
-    boxes = np.asarray(shapely.bounds([d.geometry for d in detections]), dtype=np.float64)
-    scores = np.asarray([d.score for d in detections], dtype=np.float64)
-    _, inverse = np.unique([d.label for d in detections], return_inverse=True)
-    labels = inverse.astype(np.intp)
-    if params.method != "SOFT_NMS":
-        keep = non_max_suppression(boxes, scores, labels, params.iou_threshold)
-        return [detections[i] for i in np.sort(keep)]
-    kept, decayed = soft_non_max_suppression(
-        boxes, scores, labels, params.sigma, params.skip_box_threshold
-    )
-    order = np.argsort(kept)
-    return [_rescored(detections[kept[i]], float(decayed[i])) for i in order]
+    count = len(table)
+    if params is None or count < 2:  # noqa: PLR2004
+        return Selection(np.arange(count, dtype=np.intp))
+    if layout is None:
+        candidates = np.ones(count, dtype=bool)
+    else:
+        candidates = in_overlap_bands(
+            table.boxes,
+            layout.col_origins,
+            layout.row_origins,
+            layout.tile_width_px,
+            layout.tile_height_px,
+        )
+    index = np.flatnonzero(candidates)
+    boxes, scores, labels = table.boxes[index], table.scores[index], table.label_codes()[index]
+    if params.method == "SOFT_NMS":
+        kept, decayed = sparse_soft_non_max_suppression(
+            boxes, scores, labels, params.sigma, params.skip_box_threshold
+        )
+        all_scores = table.scores.copy()
+        all_scores[index] = -np.inf
+        all_scores[index[kept]] = decayed
+        rows = np.flatnonzero(all_scores >= params.skip_box_threshold)
+        return Selection(rows, all_scores[rows])
+    kept = sparse_non_max_suppression(boxes, scores, labels, params.iou_threshold)
+    keep = ~candidates
+    keep[index[kept]] = True
+    return Selection(np.flatnonzero(keep))
 
 
-def _rescored(detection: Detection, score: float) -> Detection:
-    if not detection.feature_classes:
-        return detection
-    classes = [dict(c) for c in detection.feature_classes]
-    best = max(range(len(classes)), key=lambda i: float(classes[i].get("score", 1.0)))
-    classes[best]["rawScore"] = float(classes[best].get("score", 1.0))
-    classes[best]["score"] = score
-    return Detection(detection.geometry, tuple(classes), detection.properties)
-
-
-def geolocate(detections: list[Detection], sensor_model: SensorModel | None) -> list[BaseGeometry]:
-    """World geometries of the detections (one vectorised call for all vertices).
-
-    Without a sensor model the geometries stay in image pixels.
-    """
-    geometries = [d.geometry for d in detections]
-    if sensor_model is None or not geometries:
+def geolocate(
+    geometries: npt.NDArray[np.object_], sensor_model: SensorModel | None
+) -> npt.NDArray[np.object_]:
+    """World geometries (one vectorised call for all vertices); pixels without a model."""
+    if sensor_model is None or geometries.size == 0:
         return geometries
 
     def to_world(xy: FloatArray) -> FloatArray:
         lons, lats = sensor_model.image_to_world(xy[:, 0], xy[:, 1])
         return np.column_stack((lons, lats))
 
-    moved: list[BaseGeometry] = list(shapely.transform(geometries, to_world))
+    moved: npt.NDArray[np.object_] = shapely.transform(geometries, to_world)
     return moved
 
 
-def build_features(
-    detections: list[Detection],
-    sensor_model: SensorModel | None,
-    *,
-    inference_metadata: Mapping[str, Any],
-    source_metadata: Mapping[str, Any] | None = None,
-    extra_properties: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Output features: world geometry, bbox, pixel geometry and the documented properties."""
-    world = geolocate(detections, sensor_model)
-    centres = shapely.get_coordinates(shapely.centroid(world)) if world else np.empty((0, 2))
-    features = []
-    for detection, geometry, centre in zip(detections, world, centres, strict=True):
-        properties: dict[str, Any] = dict(extra_properties or {})
-        properties.update(detection.properties)
-        properties.update(
-            imageGeometry=mapping(detection.geometry),
-            imageBBox=list(detection.geometry.bounds),
-            featureClasses=list(detection.feature_classes),
-            center_longitude=float(centre[0]),
-            center_latitude=float(centre[1]),
-            inferenceMetadata=dict(inference_metadata),
-        )
-        if source_metadata:
-            properties["sourceMetadata"] = [dict(source_metadata)]
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": mapping(geometry),
-                "bbox": list(geometry.bounds),
-                "properties": properties,
-            }
-        )
-    return features
+def _num(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else "null"
+
+
+def _numbers(values: FloatArray) -> str:
+    return ",".join(_num(v) for v in values.tolist())
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """What every feature of an image shares."""
+
+    sensor_model: SensorModel | None
+    inference_metadata: Mapping[str, Any]
+    source_metadata: Mapping[str, Any] | None = None
+    extra_properties: Mapping[str, Any] | None = None
+
+
+def feature_chunks(
+    table: DetectionTable,
+    selection: Selection,
+    context: FeatureContext,
+    chunk_features: int = DEFAULT_CHUNK_FEATURES,
+) -> Iterator[list[str]]:
+    """GeoJSON Feature texts for the selected rows, ``chunk_features`` at a time.
+
+    Properties, in order of precedence (later wins): the request's featureProperties, the
+    model's own properties, then ``imageGeometry``, ``imageBBox``, ``featureClasses``,
+    ``center_longitude``/``center_latitude``, ``inferenceMetadata`` and ``sourceMetadata``.
+    """
+    shared = '"inferenceMetadata":' + json.dumps(dict(context.inference_metadata))
+    if context.source_metadata:
+        shared += ',"sourceMetadata":' + json.dumps([dict(context.source_metadata)])
+    extra = dict(context.extra_properties or {})
+    for start in range(0, selection.rows.size, chunk_features):
+        rows = selection.rows[start : start + chunk_features]
+        scores = None if selection.scores is None else selection.scores[start : start + rows.size]
+        pixel = shapely.from_wkb([table.geometries_wkb[i] for i in rows.tolist()])
+        world = geolocate(pixel, context.sensor_model)
+        world_json = shapely.to_geojson(world)
+        pixel_json = shapely.to_geojson(pixel)
+        world_bounds = shapely.bounds(world)
+        centres = shapely.get_coordinates(shapely.centroid(world))
+        chunk = []
+        for k, row in enumerate(rows.tolist()):
+            classes = table.classes_json[row]
+            if scores is not None and scores[k] != table.scores[row]:
+                classes = _rescored_classes(classes, float(scores[k]))
+            members = _model_members(table.properties_json[row], extra)
+            chunk.append(
+                f'{{"type":"Feature","geometry":{world_json[k]},'
+                f'"bbox":[{_numbers(world_bounds[k])}],"properties":{{{members}'
+                f'"imageGeometry":{pixel_json[k]},"imageBBox":[{_numbers(table.boxes[row])}],'
+                f'"featureClasses":{classes},"center_longitude":{_num(centres[k, 0])},'
+                f'"center_latitude":{_num(centres[k, 1])},{shared}}}}}'
+            )
+        yield chunk
+
+
+def _model_members(model_json: str, extra: dict[str, Any]) -> str:
+    """The request's and the model's properties as JSON members with a trailing comma."""
+    if not extra:
+        return f"{model_json}," if model_json else ""
+    if not model_json:
+        return json.dumps(extra)[1:-1] + ","
+    merged = {**extra, **json.loads("{" + model_json + "}")}
+    return json.dumps(merged)[1:-1] + ","
+
+
+def _rescored_classes(classes_json: str, score: float) -> str:
+    classes = json.loads(classes_json)
+    if not classes:
+        return classes_json
+    best = max(range(len(classes)), key=lambda i: float(classes[i].get("score", 1.0)))
+    classes[best]["rawScore"] = float(classes[best].get("score", 1.0))
+    classes[best]["score"] = score
+    return json.dumps(classes, separators=(",", ":"))
 
 
 def nitf_source_metadata(tags: Mapping[str, str], location: str) -> dict[str, Any] | None:
@@ -143,8 +214,3 @@ def nitf_source_metadata(tags: Mapping[str, str], location: str) -> dict[str, An
         "sourceDT": source_dt,
         "location": location,
     }
-
-
-def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
-    """Wrap features in a GeoJSON FeatureCollection."""
-    return {"type": "FeatureCollection", "features": features}

@@ -15,25 +15,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from postprocessing.detections import Detection, parse_model_output, shift_detections
+from postprocessing.detections import parse_model_output, shift_detections
 from postprocessing.errors import ModelOutputError
 from postprocessing.features import (
     Distillation,
-    build_features,
+    FeatureContext,
+    TileLayout,
+    feature_chunks,
     nitf_source_metadata,
     suppress_duplicates,
 )
+from postprocessing.table import DetectionTable
 from tiling.encode import TileGeoref, content_type, encode_tile
 from tiling.errors import ImageOpenError, TilingError
-from tiling.grid import Window, tile_grid
+from tiling.grid import Window, axis_origins, tile_grid
 from tiling.image import ImageInfo, WindowReader, describe_image
 from tiling.sensor import sensor_model_for
 from worker.endpoints import ModelEndpoint
 from worker.errors import EndpointError, ImageUnavailableError, PermanentError
 from worker.jobstore import ImageOutcome, JobStore
 from worker.messages import ImageRequest
+from worker.output import write_outputs
 from worker.settings import Settings
 from worker.sinks import Sink
 from worker.status import Status, StatusEvent, StatusPublisher
@@ -84,30 +89,40 @@ def encode_window(
     return encode_tile(reader.read(window), tile_format, compression, georef)
 
 
-def parse_tile_reply(body: bytes, window: Window) -> list[Detection]:
+def parse_tile_reply(body: bytes, window: Window) -> DetectionTable:
     """Parse a model reply and move it to full-image pixels (runs on the thread pool)."""
-    return shift_detections(parse_model_output(body), window.col_off, window.row_off)
+    detections = shift_detections(parse_model_output(body), window.col_off, window.row_off)
+    return DetectionTable.from_detections(detections)
 
 
-def features_for_image(
-    detections: list[Detection], info: ImageInfo, request: ImageRequest
-) -> list[dict[str, Any]]:
-    """Remove duplicates, geolocate and add properties (runs on the thread pool)."""
+def distillation(request: ImageRequest) -> Distillation | None:
+    """The request's duplicate removal parameters (None when switched off)."""
     algorithm = request.algorithm
-    if algorithm is not None:
-        params = Distillation(
-            method=algorithm.algorithm_type.value,
-            iou_threshold=algorithm.iou_threshold,
-            sigma=algorithm.sigma,
-            skip_box_threshold=algorithm.skip_box_threshold,
-        )
-        detections = suppress_duplicates(detections, params)
+    if algorithm is None:
+        return None
+    return Distillation(
+        method=algorithm.algorithm_type.value,
+        iou_threshold=algorithm.iou_threshold,
+        sigma=algorithm.sigma,
+        skip_box_threshold=algorithm.skip_box_threshold,
+    )
+
+
+def tile_layout(bounds: Window, request: ImageRequest) -> TileLayout:
+    """The grid of the request's tiles over ``bounds``, for overlap-band selection."""
+    size, overlap = request.image_processor_tile_size, request.image_processor_tile_overlap
+    cols = np.asarray(axis_origins(bounds.width, size, overlap), dtype=np.intp) + bounds.col_off
+    rows = np.asarray(axis_origins(bounds.height, size, overlap), dtype=np.intp) + bounds.row_off
+    return TileLayout(cols, rows, min(size, bounds.width), min(size, bounds.height))
+
+
+def feature_context(info: ImageInfo, request: ImageRequest) -> FeatureContext:
+    """What every output feature of an image shares."""
     sensor_model = sensor_model_for(info.transform, info.crs)
     if sensor_model is None:
         log.warning("image %s has no georeferencing: features stay in pixel space", info.url)
-    return build_features(
-        detections,
-        sensor_model,
+    return FeatureContext(
+        sensor_model=sensor_model,
         inference_metadata={
             "jobId": request.job_id,
             "inferenceDT": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -189,22 +204,36 @@ class ImagePipeline:
         reporter = asyncio.create_task(self._report(request, url, progress))
         try:
             with WindowReader(url) as reader:
-                detections = await self._run_tiles(request, info, reader, tiles, progress)
+                tables = await self._run_tiles(request, info, reader, tiles, progress)
         finally:
             reporter.cancel()
         failed = len(progress.failures)
         if failed == len(tiles):
             raise PermanentError(f"all {failed} tiles failed; first: {progress.failures[0][1]}")
-        features = await self._in_thread(features_for_image, detections, info, request)
-        name = output_name(request, index)
-        outputs = [
-            await s.write(request.job_id, name, features) for s in self._sinks.for_request(request)
-        ]
+        table = await self._in_thread(DetectionTable.concat, tables)
+        selection = await self._in_thread(
+            suppress_duplicates, table, distillation(request), tile_layout(info.bounds, request)
+        )
+        log.info(
+            "job %s image %s: %d detections, %d after duplicate removal",
+            request.job_id,
+            url,
+            len(table),
+            selection.rows.size,
+        )
+        chunks = feature_chunks(table, selection, feature_context(info, request))
+        outputs = await write_outputs(
+            self._sinks.for_request(request),
+            request.job_id,
+            output_name(request, index),
+            chunks,
+            self._executor,
+        )
         return ImageOutcome(
             status=Status.PARTIAL if failed else Status.SUCCESS,
             tile_count=len(tiles),
             failed_tiles=failed,
-            feature_count=len(features),
+            feature_count=int(selection.rows.size),
             duration_s=time.monotonic() - started,
             outputs=tuple(outputs),
         )
@@ -216,14 +245,14 @@ class ImagePipeline:
         reader: WindowReader,
         tiles: list[Window],
         progress: TileProgress,
-    ) -> list[Detection]:
+    ) -> list[DetectionTable]:
         endpoint = self._endpoints.for_request(request)
         pending = iter(tiles)
-        found: list[Detection] = []
+        found: list[DetectionTable] = []
 
         async def tile_task() -> None:
             for window in pending:  # shared iterator: each tile is taken by one task
-                found.extend(await self._tile(request, info, reader, window, endpoint, progress))
+                found.append(await self._tile(request, info, reader, window, endpoint, progress))
                 progress.done += 1
 
         concurrency = min(self._settings.endpoint_concurrency, len(tiles))
@@ -238,7 +267,7 @@ class ImagePipeline:
         window: Window,
         endpoint: ModelEndpoint,
         progress: TileProgress,
-    ) -> list[Detection]:
+    ) -> DetectionTable:
         tile_format = request.image_processor_tile_format.value
         try:
             payload = await self._in_thread(
@@ -254,7 +283,7 @@ class ImagePipeline:
         except (EndpointError, ModelOutputError, TilingError) as err:
             log.warning("job %s tile %s failed: %s", request.job_id, window, err)
             progress.failures.append((window, str(err)))
-            return []
+            return DetectionTable()
 
     async def _report(self, request: ImageRequest, url: str, progress: TileProgress) -> None:
         while True:

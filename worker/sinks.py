@@ -1,12 +1,14 @@
-"""Outputs: the FeatureCollection of an image to S3 and as records to Kinesis."""
+"""Outputs: an image's features streamed to S3 (multipart) and to Kinesis as they are produced.
+
+Features arrive as GeoJSON Feature texts in chunks; no sink holds a whole image's output.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -16,26 +18,41 @@ if TYPE_CHECKING:
     from types_aiobotocore_kinesis.client import KinesisClient
     from types_aiobotocore_kinesis.type_defs import PutRecordsRequestEntryTypeDef
     from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
+COLLECTION_HEAD = b'{"type":"FeatureCollection","features":['
+COLLECTION_TAIL = b"]}"
+S3_PART_BYTES = 8 * 1024 * 1024
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 KINESIS_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 KINESIS_MAX_REQUEST_RECORDS = 500
 KINESIS_ATTEMPTS = 5
 
 
-class Sink(Protocol):
-    """Somewhere the features of an image are written."""
+class SinkWriter(Protocol):
+    """One image's output in progress."""
 
-    async def write(self, job_id: str, output_name: str, features: list[dict[str, Any]]) -> str:
-        """Write the features; return where they went (for the job record)."""
+    async def write(self, features: list[str]) -> None:
+        """Add Feature texts."""
+        ...
+
+    async def close(self) -> str:
+        """Finish the output; return where it went."""
+        ...
+
+    async def abort(self) -> None:
+        """Give up the output, leaving nothing half-written where possible."""
         ...
 
 
-def _collection_bytes(features: list[dict[str, Any]]) -> bytes:
-    document = {"type": "FeatureCollection", "features": features}
-    return json.dumps(document, separators=(",", ":")).encode()
+class Sink(Protocol):
+    """Somewhere the features of images are written."""
+
+    async def open(self, job_id: str, output_name: str) -> SinkWriter:
+        """Start the output of one image."""
+        ...
 
 
 class S3Sink:
@@ -51,52 +68,97 @@ class S3Sink:
         """The object key of an output."""
         return f"{self.prefix}/{output_name}" if self.prefix else output_name
 
-    async def write(self, job_id: str, output_name: str, features: list[dict[str, Any]]) -> str:
-        """Put the FeatureCollection object.
+    async def open(self, job_id: str, output_name: str) -> SinkWriter:
+        """Start the object; it is uploaded in parts once it outgrows one part."""
+        del job_id
+        return S3Writer(self._client, self.bucket, self.key(output_name))
 
-        Raises:
-            SinkError: If S3 refuses the object.
-        """
-        key = self.key(output_name)
+
+class S3Writer:
+    """A FeatureCollection object written with a multipart upload when large."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, part_bytes: int = S3_PART_BYTES):
+        """Write ``s3://bucket/key`` in parts of ``part_bytes``."""
+        self._client = client
+        self.bucket = bucket
+        self.key = key
+        self._part_bytes = part_bytes
+        self._buffer = bytearray(COLLECTION_HEAD)
+        self._empty = True
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+
+    @property
+    def location(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+    async def write(self, features: list[str]) -> None:
+        """Append features; upload a part when the buffer is full."""
+        for feature in features:
+            if not self._empty:
+                self._buffer += b","
+            self._buffer += feature.encode()
+            self._empty = False
+        if len(self._buffer) >= self._part_bytes:
+            await self._upload_part()
+
+    async def _upload_part(self) -> None:
         try:
-            await self._client.put_object(
+            if self._upload_id is None:
+                reply = await self._client.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ContentType="application/geo+json"
+                )
+                self._upload_id = reply["UploadId"]
+            number = len(self._parts) + 1
+            part = await self._client.upload_part(
                 Bucket=self.bucket,
-                Key=key,
-                Body=_collection_bytes(features),
-                ContentType="application/geo+json",
+                Key=self.key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=bytes(self._buffer),
             )
         except (BotoCoreError, ClientError) as err:
-            raise SinkError(f"S3 output s3://{self.bucket}/{key} failed: {err}") from err
-        log.info(
-            "job %s: %d features written to s3://%s/%s", job_id, len(features), self.bucket, key
-        )
-        return f"s3://{self.bucket}/{key}"
+            raise SinkError(f"S3 output {self.location} failed: {err}") from err
+        self._parts.append({"ETag": part["ETag"], "PartNumber": number})
+        self._buffer = bytearray()
 
+    async def close(self) -> str:
+        """Complete the object."""
+        self._buffer += COLLECTION_TAIL
+        try:
+            if self._upload_id is None:
+                await self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=bytes(self._buffer),
+                    ContentType="application/geo+json",
+                )
+            else:
+                await self._upload_part()
+                await self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+        except (BotoCoreError, ClientError) as err:
+            raise SinkError(f"S3 output {self.location} failed: {err}") from err
+        return self.location
 
-def kinesis_records(features: list[dict[str, Any]], batch_size: int) -> Iterator[bytes]:
-    """FeatureCollections of at most ``batch_size`` features and at most 1 MiB each.
-
-    Raises:
-        SinkError: If a single feature is larger than a Kinesis record can hold.
-    """
-    for start in range(0, len(features), batch_size):
-        yield from _split_to_fit(features[start : start + batch_size])
-
-
-def _split_to_fit(batch: list[dict[str, Any]]) -> Iterator[bytes]:
-    data = _collection_bytes(batch)
-    if len(data) <= KINESIS_MAX_RECORD_BYTES:
-        yield data
-        return
-    if len(batch) == 1:
-        raise SinkError(f"a feature of {len(data)} bytes exceeds the 1 MiB Kinesis record limit")
-    half = len(batch) // 2
-    yield from _split_to_fit(batch[:half])
-    yield from _split_to_fit(batch[half:])
+    async def abort(self) -> None:
+        """Abort a started multipart upload (best effort)."""
+        if self._upload_id is not None:
+            try:
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+                )
+            except (BotoCoreError, ClientError) as err:
+                log.warning("could not abort the upload of %s: %s", self.location, err)
 
 
 class KinesisSink:
-    """FeatureCollection records on a stream, PartitionKey = jobId."""
+    """FeatureCollection records on a stream, PartitionKey = jobId, spread over the shards."""
 
     def __init__(self, client: KinesisClient, stream: str, batch_size: int) -> None:
         """Put records through ``client`` on ``stream``, ``batch_size`` features per record."""
@@ -104,30 +166,83 @@ class KinesisSink:
         self.stream = stream
         self.batch_size = batch_size
 
-    async def write(self, job_id: str, output_name: str, features: list[dict[str, Any]]) -> str:
-        """Put all records, retrying those Kinesis reports as failed.
-
-        Raises:
-            SinkError: If records still fail after retries.
-        """
+    async def open(self, job_id: str, output_name: str) -> SinkWriter:
+        """Look up the shards and start the records of one image."""
         del output_name
-        request: list[PutRecordsRequestEntryTypeDef] = []
-        request_bytes = 0
-        for data in kinesis_records(features, self.batch_size):
-            full = len(request) == KINESIS_MAX_REQUEST_RECORDS
-            if full or request_bytes + len(data) > KINESIS_MAX_REQUEST_BYTES:
-                await self._put(request)
-                request, request_bytes = [], 0
-            request.append({"Data": data, "PartitionKey": job_id})
-            request_bytes += len(data) + len(job_id)
-        if request:
-            await self._put(request)
-        log.info("job %s: %d features put on stream %s", job_id, len(features), self.stream)
-        return f"kinesis://{self.stream}"
+        try:
+            reply = await self._client.list_shards(StreamName=self.stream)
+        except (BotoCoreError, ClientError) as err:
+            raise SinkError(f"Kinesis output {self.stream} failed: {err}") from err
+        hash_keys = [
+            shard["HashKeyRange"]["StartingHashKey"]
+            for shard in reply.get("Shards", [])
+            if "EndingSequenceNumber" not in shard.get("SequenceNumberRange", {})
+        ]
+        return KinesisWriter(self._client, self.stream, job_id, self.batch_size, hash_keys)
 
-    async def _put(self, records: list[PutRecordsRequestEntryTypeDef]) -> None:
-        pending = records
+
+class KinesisWriter:
+    """Batches features into records and records into PutRecords calls within AWS limits."""
+
+    def __init__(
+        self,
+        client: KinesisClient,
+        stream: str,
+        job_id: str,
+        batch_size: int,
+        hash_keys: list[str],
+    ) -> None:
+        """Put records of ``batch_size`` features for ``job_id`` on ``stream``."""
+        self._client = client
+        self.stream = stream
+        self._job_id = job_id
+        self._batch_size = batch_size
+        self._hash_keys = itertools.cycle(hash_keys) if hash_keys else None
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._request: list[PutRecordsRequestEntryTypeDef] = []
+        self._request_bytes = 0
+        self.skipped = 0
+
+    async def write(self, features: list[str]) -> None:
+        """Add features, sealing records and sending requests as they fill."""
+        limit = KINESIS_MAX_RECORD_BYTES - len(COLLECTION_HEAD) - len(COLLECTION_TAIL)
+        for text in features:
+            data = text.encode()
+            if len(data) > limit:
+                self.skipped += 1
+                log.warning(
+                    "job %s: a feature of %d bytes exceeds the 1 MiB Kinesis record limit;"
+                    " it is in the S3 output only",
+                    self._job_id,
+                    len(data),
+                )
+                continue
+            if self._batch and self._batch_bytes + len(data) + 1 > limit:
+                await self._seal()
+            self._batch.append(data)
+            self._batch_bytes += len(data) + 1
+            if len(self._batch) >= self._batch_size:
+                await self._seal()
+
+    async def _seal(self) -> None:
+        data = COLLECTION_HEAD + b",".join(self._batch) + COLLECTION_TAIL
+        self._batch, self._batch_bytes = [], 0
+        size = len(data) + len(self._job_id)
+        full = len(self._request) == KINESIS_MAX_REQUEST_RECORDS
+        if full or self._request_bytes + size > KINESIS_MAX_REQUEST_BYTES:
+            await self._put()
+        record: PutRecordsRequestEntryTypeDef = {"Data": data, "PartitionKey": self._job_id}
+        if self._hash_keys is not None:
+            record["ExplicitHashKey"] = next(self._hash_keys)
+        self._request.append(record)
+        self._request_bytes += size
+
+    async def _put(self) -> None:
+        pending, self._request, self._request_bytes = self._request, [], 0
         for attempt in range(KINESIS_ATTEMPTS):
+            if not pending:
+                return
             try:
                 reply = await self._client.put_records(StreamName=self.stream, Records=pending)
             except (BotoCoreError, ClientError) as err:
@@ -141,3 +256,14 @@ class KinesisSink:
             ]
             await asyncio.sleep(0.1 * 2**attempt)
         raise SinkError(f"Kinesis output {self.stream}: {len(pending)} records kept failing")
+
+    async def close(self) -> str:
+        """Send what is left."""
+        if self._batch:
+            await self._seal()
+        await self._put()
+        return f"kinesis://{self.stream}"
+
+    async def abort(self) -> None:
+        """Records already put stay on the stream; drop the rest."""
+        self._batch, self._request = [], []

@@ -135,7 +135,11 @@ class Stack:
             )["ShardIterator"]
             reply = self.kinesis.get_records(ShardIterator=iterator, Limit=10000)
             records += [
-                {"partition_key": r["PartitionKey"], "data": json.loads(r["Data"])}
+                {
+                    "partition_key": r["PartitionKey"],
+                    "data": json.loads(r["Data"]),
+                    "shard": shard["ShardId"],
+                }
                 for r in reply["Records"]
                 if r["PartitionKey"] == job_id
             ]

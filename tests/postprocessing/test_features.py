@@ -1,5 +1,8 @@
 """Output features: geolocation against pyproj, properties, duplicate removal."""
 
+import json
+from typing import Any
+
 import numpy as np
 import pytest
 import shapely
@@ -10,10 +13,14 @@ from rasterio.crs import CRS
 from postprocessing.detections import Detection
 from postprocessing.features import (
     Distillation,
-    build_features,
+    FeatureContext,
+    Selection,
+    TileLayout,
+    feature_chunks,
     nitf_source_metadata,
     suppress_duplicates,
 )
+from postprocessing.table import DetectionTable
 from tiling.sensor import AffineSensorModel
 
 UTM = CRS.from_epsg(32618)
@@ -26,16 +33,28 @@ def box(
     return Detection(shapely.box(minx, miny, maxx, maxy), ({"iri": iri, "score": score},), {"m": 1})
 
 
+def features(table: DetectionTable, selection: Selection, **context: Any) -> list[dict[str, Any]]:
+    ctx = FeatureContext(
+        sensor_model=context.pop("sensor_model", None),
+        inference_metadata=context.pop("inference_metadata", {"jobId": "j"}),
+        **context,
+    )
+    return [json.loads(f) for chunk in feature_chunks(table, selection, ctx, 2) for f in chunk]
+
+
 def test_geolocation_matches_pyproj() -> None:
-    detections = [box(10, 20, 30, 40), box(1000, 2000, 1010, 2010)]
-    features = build_features(
-        detections,
-        AffineSensorModel(TRANSFORM, UTM),
+    detections = [box(10, 20, 30, 40), box(1000, 2000, 1010, 2010), box(5, 5, 6, 6)]
+    table = DetectionTable.from_detections(detections)
+    out = features(
+        table,
+        Selection(np.arange(3)),
+        sensor_model=AffineSensorModel(TRANSFORM, UTM),
         inference_metadata={"jobId": "j", "inferenceDT": "t"},
         extra_properties={"mission": "m"},
     )
     to_wgs84 = Transformer.from_crs(32618, 4326, always_xy=True)
-    for detection, feature in zip(detections, features, strict=True):
+    assert len(out) == 3
+    for detection, feature in zip(detections, out, strict=True):
         pixels = shapely.get_coordinates(detection.geometry)
         a, b, c, d, e, f = TRANSFORM[:6]
         xs = a * pixels[:, 0] + b * pixels[:, 1] + c
@@ -47,6 +66,7 @@ def test_geolocation_matches_pyproj() -> None:
         assert feature["bbox"] == pytest.approx([min(lons), min(lats), max(lons), max(lats)])
         props = feature["properties"]
         assert props["imageBBox"] == list(detection.geometry.bounds)
+        assert shapely.geometry.shape(props["imageGeometry"]).equals(detection.geometry)
         assert props["featureClasses"] == [{"iri": "a", "score": 1.0}]
         assert props["inferenceMetadata"] == {"jobId": "j", "inferenceDT": "t"}
         assert (props["mission"], props["m"]) == ("m", 1)
@@ -55,9 +75,18 @@ def test_geolocation_matches_pyproj() -> None:
         assert "sourceMetadata" not in props
 
 
+def test_model_properties_win_over_request_properties() -> None:
+    table = DetectionTable.from_detections([box(1, 2, 3, 4)])
+    (feature,) = features(table, Selection(np.arange(1)), extra_properties={"m": 0, "x": 2})
+    assert feature["properties"]["m"] == 1
+    assert feature["properties"]["x"] == 2
+
+
 def test_without_sensor_model_geometry_stays_in_pixels() -> None:
-    (feature,) = build_features([box(1, 2, 3, 4)], None, inference_metadata={})
+    table = DetectionTable.from_detections([box(1, 2, 3, 4)])
+    (feature,) = features(table, Selection(np.arange(1)), source_metadata={"format": "NITF"})
     assert feature["bbox"] == [1, 2, 3, 4]
+    assert feature["properties"]["sourceMetadata"] == [{"format": "NITF"}]
 
 
 def test_nitf_source_metadata() -> None:
@@ -73,17 +102,38 @@ def test_nitf_source_metadata() -> None:
 
 
 def test_nms_removes_overlap_duplicates_per_class() -> None:
-    detections = [box(0, 0, 10, 10, "a", 0.9), box(1, 0, 11, 10, "a", 0.95), box(0, 0, 10, 10, "b")]
-    kept = suppress_duplicates(detections, Distillation("NMS", iou_threshold=0.5))
-    assert kept == [detections[1], detections[2]]
+    table = DetectionTable.from_detections(
+        [box(0, 0, 10, 10, "a", 0.9), box(1, 0, 11, 10, "a", 0.95), box(0, 0, 10, 10, "b")]
+    )
+    selection = suppress_duplicates(table, Distillation("NMS", iou_threshold=0.5))
+    assert selection.rows.tolist() == [1, 2]
+    assert suppress_duplicates(table, None).rows.tolist() == [0, 1, 2]
+
+
+def test_only_band_detections_are_compared() -> None:
+    # Two tiles 0..512 and 384..896 on x: duplicates inside one tile's own area stay.
+    layout = TileLayout(np.array([0, 384]), np.array([0]), 512, 512)
+    table = DetectionTable.from_detections(
+        [
+            box(100, 100, 120, 120, score=0.9),
+            box(101, 100, 121, 120, score=0.8),  # same tile, outside the band: kept
+            box(400, 100, 420, 120, score=0.9),
+            box(401, 100, 421, 120, score=0.8),  # in the band: a duplicate
+        ]
+    )
+    selection = suppress_duplicates(table, Distillation("NMS", iou_threshold=0.5), layout)
+    assert selection.rows.tolist() == [0, 1, 2]
 
 
 def test_soft_nms_writes_score_and_raw_score() -> None:
-    detections = [box(0, 0, 10, 10, "a", 0.9), box(1, 0, 11, 10, "a", 0.8)]
-    kept = suppress_duplicates(
-        detections, Distillation("SOFT_NMS", sigma=0.5, skip_box_threshold=0.01)
+    table = DetectionTable.from_detections(
+        [box(0, 0, 10, 10, "a", 0.9), box(1, 0, 11, 10, "a", 0.8)]
     )
-    assert kept[0].feature_classes[0]["score"] == 0.9
-    second = kept[1].feature_classes[0]
-    assert second["rawScore"] == 0.8
-    assert second["score"] < 0.8
+    selection = suppress_duplicates(
+        table, Distillation("SOFT_NMS", sigma=0.5, skip_box_threshold=0.01)
+    )
+    first, second = features(table, selection)
+    assert first["properties"]["featureClasses"] == [{"iri": "a", "score": 0.9}]
+    classes = second["properties"]["featureClasses"][0]
+    assert classes["rawScore"] == 0.8
+    assert classes["score"] < 0.8

@@ -1,0 +1,98 @@
+"""A compact, columnar store of detections for a whole image.
+
+Millions of features must fit in memory between the tiles and the outputs, so each detection is
+kept as its pixel box, score and label in numpy arrays, its pixel geometry as WKB and its model
+properties as ready-made JSON; shapely objects exist only per tile and per output chunk.
+Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from postprocessing.detections import Detection
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+def _empty_boxes() -> FloatArray:
+    return np.empty((0, 4), dtype=np.float64)
+
+
+def _empty_scores() -> FloatArray:
+    return np.empty(0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class DetectionTable:
+    """Detections in full-image pixels, one row per detection.
+
+    Attributes:
+        boxes: ``(N, 4)`` pixel bounds ``[minx, miny, maxx, maxy]``.
+        scores: Best class score per detection (1.0 without classes).
+        labels: Best class IRI per detection ("" without classes).
+        geometries_wkb: Pixel geometry of each detection as WKB.
+        classes_json: ``featureClasses`` of each detection as a JSON array.
+        properties_json: The model's other properties as JSON object members (no braces),
+            "" when there are none.
+    """
+
+    boxes: FloatArray = field(default_factory=_empty_boxes)
+    scores: FloatArray = field(default_factory=_empty_scores)
+    labels: list[str] = field(default_factory=list)
+    geometries_wkb: list[bytes] = field(default_factory=list)
+    classes_json: list[str] = field(default_factory=list)
+    properties_json: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def from_detections(cls, detections: list[Detection]) -> DetectionTable:
+        """Store detections (already in full-image pixels)."""
+        if not detections:
+            return cls()
+        geometries = [d.geometry for d in detections]
+        return cls(
+            boxes=np.asarray(shapely.bounds(geometries), dtype=np.float64).reshape(-1, 4),
+            scores=np.asarray([d.score for d in detections], dtype=np.float64),
+            labels=[d.label for d in detections],
+            geometries_wkb=list(shapely.to_wkb(geometries)),
+            classes_json=[
+                json.dumps(list(d.feature_classes), separators=(",", ":")) for d in detections
+            ],
+            properties_json=[
+                json.dumps(d.properties, separators=(",", ":"))[1:-1] if d.properties else ""
+                for d in detections
+            ],
+        )
+
+    @classmethod
+    def concat(cls, tables: list[DetectionTable]) -> DetectionTable:
+        """One table with the rows of all ``tables``, in order."""
+        tables = [t for t in tables if len(t)]
+        if not tables:
+            return cls()
+        if len(tables) == 1:
+            return tables[0]
+        return cls(
+            boxes=np.concatenate([t.boxes for t in tables]),
+            scores=np.concatenate([t.scores for t in tables]),
+            labels=[label for t in tables for label in t.labels],
+            geometries_wkb=[g for t in tables for g in t.geometries_wkb],
+            classes_json=[c for t in tables for c in t.classes_json],
+            properties_json=[p for t in tables for p in t.properties_json],
+        )
+
+    def label_codes(self) -> IntArray:
+        """Integer codes of the labels (equal labels, equal codes)."""
+        if not self.labels:
+            return np.empty(0, dtype=np.intp)
+        _, codes = np.unique(np.asarray(self.labels, dtype=object), return_inverse=True)
+        return codes.astype(np.intp)
