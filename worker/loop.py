@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_JOB_ID = "unknown"
 RECEIVE_BACKOFF_CAP_S = 30.0
+MAX_RETRY_DELAY_S = 900
 
 
 class Worker:
@@ -122,7 +123,8 @@ class Worker:
                 )
             await self._queue.dead_letter(message, reason)
             return
-        delay_s = min(900, 10 * 2 ** (message.receive_count - 1))
+        base_s = self._settings.retry_delay_s
+        delay_s = min(MAX_RETRY_DELAY_S, base_s * 2 ** (message.receive_count - 1))
         log.warning("job %s: %s; retrying in %ds", request.job_id, reason, delay_s)
         await self._queue.set_visibility(message, delay_s)
 

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     poll_wait_s: Annotated[int, Field(ge=0, le=20)] = 5
     visibility_timeout_s: Annotated[int, Field(ge=30, le=43200)] = 300
     max_attempts: Annotated[int, Field(ge=1)] = 3
+    retry_delay_s: Annotated[int, Field(ge=0, le=900)] = 10
     progress_interval_s: Annotated[float, Field(gt=0)] = 5.0
     endpoint_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     tile_retries: Annotated[int, Field(ge=0, le=10)] = 3

@@ -20,7 +20,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture(scope="session")
 def worker(local_stack: LocalStack) -> Popen[bytes]:
-    return local_stack.start_worker("worker", MODELRUNNER_MAX_ATTEMPTS="2")
+    return local_stack.start_worker(
+        "worker", MODELRUNNER_MAX_ATTEMPTS="2", MODELRUNNER_RETRY_DELAY_S="1"
+    )
 
 
 @pytest.fixture(scope="session")

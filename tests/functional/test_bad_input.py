@@ -61,3 +61,25 @@ def test_bad_requests_are_failed_and_dead_lettered(stack: Stack, tmp_path: Path)
         assert matches, f"{job_id} not in the DLQ"
         assert words in matches[0]
     assert stack.worker.poll() is None  # the worker is still running
+
+
+def test_output_that_keeps_failing_fails_the_image_naming_the_sink(
+    stack: Stack, tmp_path: Path
+) -> None:
+    pixels = np.full((1, 256, 256), 200, dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "sink.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        outputs=[
+            {"type": "Kinesis", "stream": stack.local.resources.stream},
+            {"type": "S3", "bucket": "no-such-bucket", "prefix": "out"},
+        ],
+    )
+    body = json.dumps(request)
+    stack.submit(body)
+    statuses = stack.statuses.wait_terminal(request["jobId"])
+    # The first delivery is released for a retry; the second gives up.
+    assert [s.attributes["status"] for s in statuses] == ["STARTED", "STARTED", "FAILED"]
+    assert "s3://no-such-bucket/out/" in statuses[-1].message
+    assert "gave up after 2 attempts" in statuses[-1].message
+    assert [reason for dead, reason in stack.dead_letters() if dead == body]
