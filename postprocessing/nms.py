@@ -147,41 +147,35 @@ def sparse_soft_non_max_suppression(
     sigma: float,
     skip_box_threshold: float,
 ) -> tuple[IntArray, FloatArray]:
-    """The result of :func:`soft_non_max_suppression`, computed per group of overlapping boxes.
+    """The result of :func:`soft_non_max_suppression`, computed on the overlap graph.
 
-    Soft-NMS only changes the scores of intersecting same-label boxes, so it runs exactly on
-    each connected group of the overlap graph; lone boxes keep their score.
+    Soft-NMS only changes the scores of intersecting same-label boxes. A box whose current
+    score beats every remaining neighbour's would be selected by the sequential algorithm
+    before any of them, so all such boxes are selected together, round after round, and decay
+    their remaining neighbours (decays multiply, so their order does not matter).
 
     Returns:
         Kept indices in ascending order and their decayed scores.
     """
     count = boxes.shape[0]
     first, second = intersecting_pairs(boxes, labels)
-    group = _connected_groups(count, first, second)
-    final = scores.astype(np.float64, copy=True)
-    order = np.argsort(group, kind="stable")
-    starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
-    sizes = np.diff(np.r_[starts, count])
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-        members = order[start : start + size]
-        kept, decayed = soft_non_max_suppression(
-            boxes[members], scores[members], labels[members], sigma, skip_box_threshold
-        )
-        final[members] = -np.inf
-        final[members[kept]] = decayed
-    keep = np.flatnonzero(final >= skip_box_threshold)
+    decay = np.exp(-(pair_iou(boxes[first], boxes[second]) ** 2) / sigma)
+    current = scores.astype(np.float64, copy=True)
+    final = np.full(count, -np.inf)
+    remaining = current >= skip_box_threshold
+    # Edge direction by rank: higher score first, then lower index (the sequential order).
+    while remaining.any():
+        live = remaining[first] & remaining[second]
+        a, b = first[live], second[live]
+        a_first = (current[a] > current[b]) | ((current[a] == current[b]) & (a < b))
+        beaten = np.zeros(count, dtype=bool)
+        beaten[np.where(a_first, b, a)] = True
+        chosen = remaining & ~beaten
+        final[chosen] = current[chosen]
+        remaining &= ~chosen
+        for source, target in ((first, second), (second, first)):
+            hit = chosen[source] & remaining[target]
+            np.multiply.at(current, target[hit], decay[hit])
+        remaining &= current >= skip_box_threshold
+    keep = np.flatnonzero(final > -np.inf)
     return keep, final[keep]
-
-
-def _connected_groups(count: int, first: IntArray, second: IntArray) -> IntArray:
-    """Smallest member index of each node's connected component (label propagation)."""
-    group = np.arange(count, dtype=np.intp)
-    while True:
-        low = np.minimum(group[first], group[second])
-        updated = group.copy()
-        np.minimum.at(updated, first, low)
-        np.minimum.at(updated, second, low)
-        updated = updated[updated]
-        if np.array_equal(updated, group):
-            return group
-        group = updated

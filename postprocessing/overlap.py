@@ -60,9 +60,17 @@ def intersecting_pairs(boxes: FloatArray, labels: IntArray) -> tuple[IntArray, I
     every box, so intersecting boxes sit in the same or a neighbouring cell. The rare larger
     boxes look up the cells they cover, and are paired among themselves the same way.
     """
-    first, second = _candidate_pairs(boxes, np.arange(boxes.shape[0], dtype=np.intp))
-    keep = (labels[first] == labels[second]) & _interiors_meet(boxes[first], boxes[second])
-    first, second = first[keep], second[keep]
+    if boxes.shape[0] < 2:  # noqa: PLR2004
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty
+    # Labels side by side along x, far enough apart that boxes of two labels never meet.
+    extent = float(np.max(boxes[:, 2:] - boxes[:, :2]))
+    span = float(boxes[:, 2].max() - boxes[:, 0].min()) + 2 * extent + 1
+    placed = boxes.copy()
+    placed[:, [0, 2]] += labels[:, np.newaxis] * span
+    first, second = _candidate_pairs(placed, np.arange(boxes.shape[0], dtype=np.intp))
+    meet = _interiors_meet(placed, first, second)
+    first, second = first[meet], second[meet]
     return np.minimum(first, second), np.maximum(first, second)
 
 
@@ -84,9 +92,12 @@ def _candidate_pairs(boxes: FloatArray, members: IntArray) -> tuple[IntArray, In
     return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
 
-def _interiors_meet(a: FloatArray, b: FloatArray) -> BoolArray:
-    meet: BoolArray = (np.minimum(a[:, 2], b[:, 2]) > np.maximum(a[:, 0], b[:, 0])) & (
-        np.minimum(a[:, 3], b[:, 3]) > np.maximum(a[:, 1], b[:, 1])
+def _interiors_meet(boxes: FloatArray, first: IntArray, second: IntArray) -> BoolArray:
+    meet: BoolArray = np.minimum(boxes[first, 2], boxes[second, 2]) > np.maximum(
+        boxes[first, 0], boxes[second, 0]
+    )
+    meet &= np.minimum(boxes[first, 3], boxes[second, 3]) > np.maximum(
+        boxes[first, 1], boxes[second, 1]
     )
     return meet
 
