@@ -6,6 +6,7 @@ and reports, per run, tiles per second from submit to terminal status, and the w
 resident memory (VmHWM). The median over runs is printed last.
 
     python -m benchmarks.throughput [--size 10000] [--tile 512] [--overlap 128] [--runs 3]
+    python -m benchmarks.throughput --runs 1 --flood 1500 --kinesis   # about 1M features
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def main() -> None:
     parser.add_argument("--format", default="NITF")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", default="16")
+    parser.add_argument(
+        "--flood", type=int, default=0, help="use the flood model with this many boxes per tile"
+    )
+    parser.add_argument("--kinesis", action="store_true", help="also write to Kinesis")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "logs") as stack:
         image = Path(tmp) / "bench.tif"
@@ -84,15 +89,26 @@ def main() -> None:
         stack.wait_for_log("worker", "worker polling")
         idle_rss = proc_status_mib(worker.pid, "VmRSS")
         rates = []
+        outputs: list[dict[str, object]] = [
+            {"type": "S3", "bucket": stack.resources.bucket, "prefix": "bench"}
+        ]
+        if args.kinesis:
+            outputs.append({"type": "Kinesis", "stream": stack.resources.stream})
+        model = (
+            f"model_selection=flood,flood_volume={args.flood}"
+            if args.flood
+            else "model_selection=centerpoint"
+        )
         for run in range(args.runs):
             request = {
                 "jobId": f"bench-{uuid.uuid4().hex[:8]}",
                 "imageUrls": [f"s3://{stack.resources.image_bucket}/bench.tif"],
-                "outputs": [{"type": "S3", "bucket": stack.resources.bucket, "prefix": "bench"}],
+                "outputs": outputs,
                 "imageProcessor": {"name": stack.model_url, "type": "HTTP_ENDPOINT"},
                 "imageProcessorTileSize": args.tile,
                 "imageProcessorTileOverlap": args.overlap,
                 "imageProcessorTileFormat": args.format,
+                "imageProcessorParameters": {"CustomAttributes": model},
             }
             started = time.monotonic()
             parsed = submit(

@@ -1,22 +1,24 @@
-"""Model replies to detections: parse the FeatureCollection and shift it to image pixels.
+"""Model replies to detections: parse a tile's FeatureCollection into a table in image pixels.
 
 Pure functions; no I/O. Reads the current property names (``imageGeometry``, ``imageBBox``,
 ``featureClasses``) and the older ones (``geom_imcoords``, ``bounds_imcoords``,
-``detection.pixelCoordinates``, ``feature_types``).
+``detection.pixelCoordinates``, ``feature_types``). Single-ring polygons, what detectors send,
+are built in one vectorised call; other geometries one by one.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from postprocessing.errors import ModelOutputError
+from postprocessing.table import DetectionTable, best_class
 
 # Keys the worker derives itself; a model's values for them are not copied to the output.
 _DERIVED_KEYS = frozenset(
@@ -34,71 +36,127 @@ _DERIVED_KEYS = frozenset(
         "image_id",
     }
 )
+_MIN_RING_POINTS = 4
+
+FloatArray = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One feature found by a model, its geometry in pixels (tile or full image)."""
+class _Columns:
+    """Per-feature values gathered while reading a reply."""
 
-    geometry: BaseGeometry
-    feature_classes: tuple[dict[str, Any], ...] = ()
-    properties: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, count: int) -> None:
+        self.geometries = np.empty(count, dtype=object)
+        self.ring_rows: list[int] = []
+        self.rings: list[FloatArray] = []
+        self.scores = np.empty(count, dtype=np.float64)
+        self.labels: list[str] = []
+        self.classes_json: list[str] = []
+        self.properties_json: list[str] = []
+        self._strings: dict[str, str] = {}
 
-    @property
-    def score(self) -> float:
-        """Highest class score (1.0 for a feature without classes)."""
-        scores = [float(c.get("score", 1.0)) for c in self.feature_classes]
-        return max(scores, default=1.0)
-
-    @property
-    def label(self) -> str:
-        """IRI of the best class ("" for a feature without classes)."""
-        if not self.feature_classes:
-            return ""
-        best = max(self.feature_classes, key=lambda c: float(c.get("score", 1.0)))
-        return str(best.get("iri", ""))
+    def shared(self, text: str) -> str:
+        """One string object for equal texts (labels and properties repeat a lot)."""
+        return self._strings.setdefault(text, text)
 
 
-def parse_model_output(body: bytes | str) -> list[Detection]:
-    """Parse a model's reply into detections in tile pixels.
+def parse_model_output(body: bytes | str, col_off: int = 0, row_off: int = 0) -> DetectionTable:
+    """Parse a model's reply for the tile at (``col_off``, ``row_off``).
+
+    Returns:
+        The detections with geometries moved to full-image pixels.
 
     Raises:
-        ModelOutputError: If the reply is not a FeatureCollection or a feature has no
-            pixel geometry.
+        ModelOutputError: If the reply is not a FeatureCollection or a feature has no usable
+            pixel geometry or classes.
     """
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
         raise ModelOutputError(f"model reply is not JSON: {err}") from err
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
         raise ModelOutputError("model reply is not a GeoJSON FeatureCollection")
     features = document.get("features") or []
     if not isinstance(features, list):
         raise ModelOutputError("model reply 'features' is not a list")
-    return [_parse_feature(i, feature) for i, feature in enumerate(features)]
+    columns = _Columns(len(features))
+    for index, feature in enumerate(features):
+        _read_feature(columns, index, feature)
+    geometries = _build_geometries(columns)
+    if col_off or row_off:
+        offset = np.array((col_off, row_off), dtype=np.float64)
+        geometries = shapely.transform(geometries, lambda xy: xy + offset)
+    if len(features) and shapely.is_empty(geometries).any():
+        raise ModelOutputError("a feature has an empty pixel geometry")
+    return DetectionTable(
+        boxes=np.asarray(shapely.bounds(geometries), dtype=np.float64).reshape(-1, 4),
+        scores=columns.scores,
+        labels=columns.labels,
+        geometries_wkb=list(shapely.to_wkb(geometries)),
+        classes_json=columns.classes_json,
+        properties_json=columns.properties_json,
+    )
 
 
-def _parse_feature(index: int, feature: Any) -> Detection:
+def _read_feature(columns: _Columns, index: int, feature: Any) -> None:
     if not isinstance(feature, dict):
         raise ModelOutputError(f"feature {index} is not an object")
     properties = feature.get("properties") or {}
     if not isinstance(properties, dict):
         raise ModelOutputError(f"feature {index}: properties is not an object")
-    geometry = _pixel_geometry(index, properties)
-    if geometry.is_empty:
-        raise ModelOutputError(f"feature {index}: empty pixel geometry")
+    ring = _single_ring(properties.get("imageGeometry"))
+    if ring is not None:
+        columns.ring_rows.append(index)
+        columns.rings.append(ring)
+    else:
+        columns.geometries[index] = _pixel_geometry(index, properties)
     classes = properties.get("featureClasses")
     if classes is None:
         classes = _legacy_classes(properties.get("feature_types"))
     if not isinstance(classes, list) or not all(isinstance(c, dict) for c in classes):
         raise ModelOutputError(f"feature {index}: featureClasses is not a list of objects")
+    try:
+        label, score = best_class(classes)
+    except (TypeError, ValueError) as err:
+        raise ModelOutputError(f"feature {index}: a class score is not a number") from err
+    columns.scores[index] = score
+    columns.labels.append(columns.shared(label))
+    columns.classes_json.append(columns.shared(orjson.dumps(classes).decode()))
     kept = {k: v for k, v in properties.items() if k not in _DERIVED_KEYS}
-    return Detection(geometry=geometry, feature_classes=tuple(classes), properties=kept)
+    members = orjson.dumps(kept).decode()[1:-1] if kept else ""
+    columns.properties_json.append(columns.shared(members))
+
+
+def _single_ring(geometry: Any) -> FloatArray | None:
+    """The ring of a one-ring Polygon as an (n, 2) array, or None for anything else."""
+    if not isinstance(geometry, dict) or geometry.get("type") != "Polygon":
+        return None
+    rings = geometry.get("coordinates")
+    if not isinstance(rings, list) or len(rings) != 1:
+        return None
+    try:
+        ring = np.asarray(rings[0], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if ring.ndim != 2 or ring.shape[1] != 2 or ring.shape[0] < _MIN_RING_POINTS:  # noqa: PLR2004
+        return None
+    return ring
+
+
+def _build_geometries(columns: _Columns) -> npt.NDArray[np.object_]:
+    if columns.rings:
+        sizes = [ring.shape[0] for ring in columns.rings]
+        ring_ids = np.repeat(np.arange(len(sizes)), sizes)
+        try:
+            rings = shapely.linearrings(np.concatenate(columns.rings), indices=ring_ids)
+        except shapely.errors.GEOSException as err:
+            raise ModelOutputError(f"invalid polygon ring: {err}") from err
+        columns.geometries[columns.ring_rows] = shapely.polygons(rings)
+    return columns.geometries
 
 
 def _legacy_classes(feature_types: Any) -> list[dict[str, Any]]:
     if isinstance(feature_types, dict):
-        return [{"iri": str(k), "score": float(v)} for k, v in feature_types.items()]
+        return [{"iri": str(k), "score": v} for k, v in feature_types.items()]
     return []
 
 
@@ -120,16 +178,3 @@ def _pixel_geometry(index: int, properties: dict[str, Any]) -> BaseGeometry:
     raise ModelOutputError(
         f"feature {index}: no pixel geometry (imageGeometry, imageBBox or a legacy name)"
     )
-
-
-def shift_detections(detections: list[Detection], col_off: int, row_off: int) -> list[Detection]:
-    """Move detections from tile pixels to full-image pixels (one vectorised call)."""
-    if not detections or (col_off == 0 and row_off == 0):
-        return detections
-    geometries = [d.geometry for d in detections]
-    offset = np.array((col_off, row_off), dtype=np.float64)
-    moved = shapely.transform(geometries, lambda xy: xy + offset)
-    return [
-        Detection(geometry=g, feature_classes=d.feature_classes, properties=d.properties)
-        for g, d in zip(moved, detections, strict=True)
-    ]

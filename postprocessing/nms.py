@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from postprocessing.overlap import intersecting_pairs
+from postprocessing.overlap import overlapping_pairs
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -95,17 +95,6 @@ def soft_non_max_suppression(
     return np.asarray(keep, dtype=np.intp), np.asarray(kept_scores, dtype=np.float64)
 
 
-def pair_iou(a: FloatArray, b: FloatArray) -> FloatArray:
-    """IoU of the boxes of two ``(N, 4)`` arrays, row by row."""
-    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = ix * iy
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union -= inter
-    iou: FloatArray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return iou
-
-
 def sparse_non_max_suppression(
     boxes: FloatArray, scores: FloatArray, labels: IntArray, iou_threshold: float
 ) -> IntArray:
@@ -119,9 +108,7 @@ def sparse_non_max_suppression(
         Kept indices in ascending order.
     """
     count = boxes.shape[0]
-    first, second = intersecting_pairs(boxes, labels)
-    over = pair_iou(boxes[first], boxes[second]) > iou_threshold
-    first, second = first[over], second[over]
+    first, second, _ = overlapping_pairs(boxes, labels, iou_threshold)
     rank = np.empty(count, dtype=np.intp)
     rank[np.lexsort((np.arange(count), -scores))] = np.arange(count)
     forward = rank[first] < rank[second]
@@ -130,13 +117,12 @@ def sparse_non_max_suppression(
     unknown, kept, dropped = 0, 1, 2
     status = np.full(count, kept, dtype=np.int8)
     status[target] = unknown
-    while True:
-        status[target[(status[source] == kept) & (status[target] == unknown)]] = dropped
-        waiting = np.bincount(target[status[source] != dropped], minlength=count)
-        ready = (status == unknown) & (waiting == 0)
-        if not ready.any():
-            break
-        status[ready] = kept
+    while source.size:
+        status[target[status[source] == kept]] = dropped
+        live = (status[target] == unknown) & (status[source] != dropped)
+        source, target = source[live], target[live]
+        waiting = np.bincount(target, minlength=count)
+        status[(status == unknown) & (waiting == 0)] = kept
     return np.flatnonzero(status == kept)
 
 
@@ -158,18 +144,20 @@ def sparse_soft_non_max_suppression(
         Kept indices in ascending order and their decayed scores.
     """
     count = boxes.shape[0]
-    first, second = intersecting_pairs(boxes, labels)
-    decay = np.exp(-(pair_iou(boxes[first], boxes[second]) ** 2) / sigma)
+    first, second, iou = overlapping_pairs(boxes, labels)
+    decay = np.exp(-(iou**2) / sigma)
     current = scores.astype(np.float64, copy=True)
     final = np.full(count, -np.inf)
     remaining = current >= skip_box_threshold
-    # Edge direction by rank: higher score first, then lower index (the sequential order).
     while remaining.any():
         live = remaining[first] & remaining[second]
-        a, b = first[live], second[live]
-        a_first = (current[a] > current[b]) | ((current[a] == current[b]) & (a < b))
+        first, second, decay = first[live], second[live], decay[live]
+        # Sequential order: higher score first, then lower index.
+        first_wins = (current[first] > current[second]) | (
+            (current[first] == current[second]) & (first < second)
+        )
         beaten = np.zeros(count, dtype=bool)
-        beaten[np.where(a_first, b, a)] = True
+        beaten[np.where(first_wins, second, first)] = True
         chosen = remaining & ~beaten
         final[chosen] = current[chosen]
         remaining &= ~chosen

@@ -6,6 +6,8 @@ square of the number of boxes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
 
@@ -18,6 +20,8 @@ BoolArray = npt.NDArray[np.bool_]
 _CELL_QUANTILE = 0.99
 _MIN_CELL_PX = 1.0
 _BRUTE_FORCE_MAX = 64
+_SOURCES_PER_SLICE = 32768
+_NO_PAIRS = (np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp), np.empty(0))
 
 
 def in_overlap_bands(
@@ -53,53 +57,72 @@ def _tiles_spanned(lo: FloatArray, hi: FloatArray, origins: IntArray, size: int)
     return spanned
 
 
-def intersecting_pairs(boxes: FloatArray, labels: IntArray) -> tuple[IntArray, IntArray]:
-    """All pairs ``i < j`` of same-label boxes whose interiors intersect.
+Pairs = tuple[IntArray, IntArray, FloatArray]
+
+
+def overlapping_pairs(boxes: FloatArray, labels: IntArray, min_iou: float = 0.0) -> Pairs:
+    """All pairs ``i < j`` of same-label boxes with IoU above ``min_iou``, and that IoU.
 
     Boxes are hashed by their top-left corner into square cells at least as large as almost
     every box, so intersecting boxes sit in the same or a neighbouring cell. The rare larger
     boxes look up the cells they cover, and are paired among themselves the same way.
+    Candidates are filtered slice by slice: memory follows the pairs kept.
     """
     if boxes.shape[0] < 2:  # noqa: PLR2004
-        empty = np.empty(0, dtype=np.intp)
-        return empty, empty
+        return _NO_PAIRS
     # Labels side by side along x, far enough apart that boxes of two labels never meet.
     extent = float(np.max(boxes[:, 2:] - boxes[:, :2]))
     span = float(boxes[:, 2].max() - boxes[:, 0].min()) + 2 * extent + 1
     placed = boxes.copy()
     placed[:, [0, 2]] += labels[:, np.newaxis] * span
-    first, second = _candidate_pairs(placed, np.arange(boxes.shape[0], dtype=np.intp))
-    meet = _interiors_meet(placed, first, second)
-    first, second = first[meet], second[meet]
-    return np.minimum(first, second), np.maximum(first, second)
+    keep = _PairFilter(placed, min_iou)
+    first, second, iou = _candidate_pairs(placed, np.arange(boxes.shape[0], dtype=np.intp), keep)
+    return np.minimum(first, second), np.maximum(first, second), iou
 
 
-def _candidate_pairs(boxes: FloatArray, members: IntArray) -> tuple[IntArray, IntArray]:
+def _candidate_pairs(boxes: FloatArray, members: IntArray, keep: _PairFilter) -> Pairs:
     if members.size <= _BRUTE_FORCE_MAX:
         i, j = np.triu_indices(members.size, k=1)
-        return members[i], members[j]
+        return keep(members[i], members[j])
     sub = boxes[members]
     extent = np.maximum(sub[:, 2] - sub[:, 0], sub[:, 3] - sub[:, 1])
     cell = max(float(np.quantile(extent, _CELL_QUANTILE)), _MIN_CELL_PX)
     big = extent > cell
     grid = _Grid(boxes, members[~big], cell)
-    firsts, seconds = grid.pairs()
-    pairs = [(firsts, seconds)]
+    pairs = [keep(first, second) for first, second in grid.pairs()]
     for index in members[big]:
         near = grid.near(boxes[index])
-        pairs.append((np.full(near.size, index, dtype=np.intp), near))
-    pairs.append(_candidate_pairs(boxes, members[big]))
-    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+        pairs.append(keep(np.full(near.size, index, dtype=np.intp), near))
+    pairs.append(_candidate_pairs(boxes, members[big], keep))
+    return (
+        np.concatenate([p[0] for p in pairs]),
+        np.concatenate([p[1] for p in pairs]),
+        np.concatenate([p[2] for p in pairs]),
+    )
 
 
-def _interiors_meet(boxes: FloatArray, first: IntArray, second: IntArray) -> BoolArray:
-    meet: BoolArray = np.minimum(boxes[first, 2], boxes[second, 2]) > np.maximum(
-        boxes[first, 0], boxes[second, 0]
-    )
-    meet &= np.minimum(boxes[first, 3], boxes[second, 3]) > np.maximum(
-        boxes[first, 1], boxes[second, 1]
-    )
-    return meet
+def pair_iou(a: FloatArray, b: FloatArray) -> FloatArray:
+    """IoU of the boxes of two ``(N, 4)`` arrays, row by row."""
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union -= inter
+    iou: FloatArray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
+
+
+class _PairFilter:
+    """Keeps the candidate pairs whose IoU exceeds a threshold."""
+
+    def __init__(self, boxes: FloatArray, min_iou: float) -> None:
+        self.boxes = boxes
+        self.min_iou = min_iou
+
+    def __call__(self, first: IntArray, second: IntArray) -> Pairs:
+        iou = pair_iou(self.boxes[first], self.boxes[second])
+        kept = iou > self.min_iou
+        return first[kept], second[kept], iou[kept]
 
 
 class _Grid:
@@ -117,9 +140,10 @@ class _Grid:
         self.keys = keys[order]
         self.members = members[order]
 
-    def pairs(self) -> tuple[IntArray, IntArray]:
-        """Pairs of members in the same or adjacent cells, each pair once."""
-        keys, firsts, seconds = self.keys, [], []
+    def pairs(self) -> Iterator[tuple[IntArray, IntArray]]:
+        """Candidate pairs of members in the same or adjacent cells, each pair once, a slice
+        of members at a time."""
+        keys = self.keys
         # The same cell (later entries only) and four forward neighbours cover each pair once.
         for offset in (0, 1, self.width - 1, self.width, self.width + 1):
             if offset == 0:
@@ -128,15 +152,16 @@ class _Grid:
                 lo = np.searchsorted(keys, keys + offset, side="left")
             hi = np.searchsorted(keys, keys + offset, side="right")
             counts = np.maximum(hi - lo, 0)
-            total = int(counts.sum())
-            if total:
-                source = np.repeat(np.arange(keys.size), counts)
-                target = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
-                firsts.append(self.members[source])
-                seconds.append(self.members[target])
-        if not firsts:
-            return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
-        return np.concatenate(firsts), np.concatenate(seconds)
+            for start in range(0, keys.size, _SOURCES_PER_SLICE):
+                part = slice(start, start + _SOURCES_PER_SLICE)
+                part_counts = counts[part]
+                total = int(part_counts.sum())
+                if not total:
+                    continue
+                source = np.repeat(np.arange(start, start + part_counts.size), part_counts)
+                offsets = np.repeat(lo[part] - np.cumsum(part_counts) + part_counts, part_counts)
+                target = offsets + np.arange(total)
+                yield self.members[source], self.members[target]
 
     def near(self, box: FloatArray) -> IntArray:
         """Members whose cells a box (of any size) may reach."""

@@ -10,15 +10,44 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import shapely
-
-from postprocessing.detections import Detection
+from shapely.geometry.base import BaseGeometry
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detection as plain values, for building tables by hand."""
+
+    geometry: BaseGeometry
+    feature_classes: tuple[dict[str, Any], ...] = ()
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """Highest class score (1.0 for a feature without classes)."""
+        return best_class(list(self.feature_classes))[1]
+
+    @property
+    def label(self) -> str:
+        """IRI of the best class ("" for a feature without classes)."""
+        return best_class(list(self.feature_classes))[0]
+
+
+def best_class(classes: list[dict[str, Any]]) -> tuple[str, float]:
+    """IRI and score of the highest-scoring class; ("", 1.0) without classes."""
+    best_iri, best_score = "", -np.inf
+    for entry in classes:
+        score = float(entry.get("score", 1.0))
+        if score > best_score:
+            best_iri, best_score = str(entry.get("iri", "")), score
+    return (best_iri, best_score) if classes else ("", 1.0)
 
 
 def _empty_boxes() -> FloatArray:

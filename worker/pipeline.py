@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from postprocessing.detections import parse_model_output, shift_detections
+from postprocessing.detections import parse_model_output
 from postprocessing.errors import ModelOutputError
 from postprocessing.features import (
     Distillation,
@@ -91,8 +91,7 @@ def encode_window(
 
 def parse_tile_reply(body: bytes, window: Window) -> DetectionTable:
     """Parse a model reply and move it to full-image pixels (runs on the thread pool)."""
-    detections = shift_detections(parse_model_output(body), window.col_off, window.row_off)
-    return DetectionTable.from_detections(detections)
+    return parse_model_output(body, window.col_off, window.row_off)
 
 
 def distillation(request: ImageRequest) -> Distillation | None:

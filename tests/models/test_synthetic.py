@@ -16,18 +16,17 @@ def tile(value: int, rows: int = 400, cols: int = 200) -> np.ndarray:
 def test_centerpoint_box_at_centre() -> None:
     status, body = centerpoint(tile(200), {})
     assert status == 200
-    (detection,) = parse_model_output(body)
-    assert detection.geometry.bounds == pytest.approx((80, 160, 120, 240))
-    assert detection.feature_classes == ({"iri": "sample_object", "score": 1.0},)
+    table = parse_model_output(body)
+    assert table.boxes.tolist() == [pytest.approx([80, 160, 120, 240])]
+    assert json.loads(table.classes_json[0]) == [{"iri": "sample_object", "score": 1.0}]
 
 
 def test_flood_volume() -> None:
     status, body = flood(tile(200), {"flood_volume": "37"})
     assert status == 200
-    detections = parse_model_output(body)
-    assert len(detections) == 37
-    for d in detections:
-        minx, miny, maxx, maxy = d.geometry.bounds
+    table = parse_model_output(body)
+    assert len(table) == 37
+    for minx, miny, maxx, maxy in table.boxes.tolist():
         assert 0 <= minx < maxx <= 200
         assert 0 <= miny < maxy <= 400
     assert flood(tile(1), {"flood_volume": "many"})[0] == 400

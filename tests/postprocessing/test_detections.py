@@ -1,4 +1,4 @@
-"""Parsing model replies (current and legacy names) and shifting to image pixels."""
+"""Parsing model replies (current and legacy names) into tables in image pixels."""
 
 import json
 from typing import Any
@@ -6,8 +6,9 @@ from typing import Any
 import pytest
 import shapely
 
-from postprocessing.detections import parse_model_output, shift_detections
+from postprocessing.detections import parse_model_output
 from postprocessing.errors import ModelOutputError
+from postprocessing.table import DetectionTable
 
 
 def reply(*properties: dict[str, Any]) -> bytes:
@@ -15,9 +16,13 @@ def reply(*properties: dict[str, Any]) -> bytes:
     return json.dumps({"type": "FeatureCollection", "features": features}).encode()
 
 
+def geometries(table: DetectionTable) -> list[Any]:
+    return list(shapely.from_wkb(table.geometries_wkb))
+
+
 def test_current_names() -> None:
     geometry = {"type": "Polygon", "coordinates": [[[1, 2], [5, 2], [5, 6], [1, 6], [1, 2]]]}
-    (detection,) = parse_model_output(
+    table = parse_model_output(
         reply(
             {
                 "imageGeometry": geometry,
@@ -27,9 +32,11 @@ def test_current_names() -> None:
             }
         )
     )
-    assert detection.geometry.bounds == (1, 2, 5, 6)
-    assert (detection.label, detection.score) == ("b", 0.9)
-    assert detection.properties == {"modelMetadata": {"v": 1}}
+    assert len(table) == 1
+    assert table.boxes.tolist() == [[1, 2, 5, 6]]
+    assert (table.labels, table.scores.tolist()) == (["b"], [0.9])
+    assert json.loads("{" + table.properties_json[0] + "}") == {"modelMetadata": {"v": 1}}
+    assert json.loads(table.classes_json[0])[1] == {"iri": "b", "score": 0.9}
 
 
 @pytest.mark.parametrize(
@@ -39,21 +46,36 @@ def test_current_names() -> None:
         {"imageBBox": [1, 2, 5, 6]},
         {"geom_imcoords": [[1, 2], [5, 2], [5, 6], [1, 6]]},
         {"detection": {"pixelCoordinates": [[1, 2], [5, 2], [5, 6], [1, 6]]}},
+        {"imageGeometry": {"type": "Point", "coordinates": [3, 4]}},
+        {
+            "imageGeometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [[1, 2], [5, 2], [5, 6], [1, 6], [1, 2]],
+                    [[2, 3], [3, 3], [3, 4], [2, 3]],
+                ],
+            }
+        },
     ],
 )
-def test_legacy_names(properties: dict[str, Any]) -> None:
-    (detection,) = parse_model_output(reply({**properties, "feature_types": {"ship": 0.7}}))
-    assert detection.geometry.bounds == (1, 2, 5, 6)
-    assert detection.feature_classes == ({"iri": "ship", "score": 0.7},)
+def test_other_geometries_and_legacy_names(properties: dict[str, Any]) -> None:
+    table = parse_model_output(reply({**properties, "feature_types": {"ship": 0.7}}), 10, 20)
+    (geometry,) = geometries(table)
+    minx, miny, _, _ = geometry.bounds
+    assert (minx, miny) == ((11, 22) if geometry.geom_type != "Point" else (13, 24))
+    assert table.labels == ["ship"]
+    assert json.loads(table.classes_json[0]) == [{"iri": "ship", "score": 0.7}]
+    assert table.properties_json == [""]
 
 
 def test_feature_without_classes_is_kept() -> None:
-    (detection,) = parse_model_output(reply({"imageBBox": [0, 0, 2, 2]}))
-    assert (detection.label, detection.score) == ("", 1.0)
+    table = parse_model_output(reply({"imageBBox": [0, 0, 2, 2]}))
+    assert (table.labels, table.scores.tolist(), table.classes_json) == ([""], [1.0], ["[]"])
 
 
 def test_empty_collection() -> None:
-    assert parse_model_output(b'{"type": "FeatureCollection", "features": []}') == []
+    assert len(parse_model_output(b'{"type": "FeatureCollection", "features": []}')) == 0
+    assert len(parse_model_output(b'{"type": "FeatureCollection"}')) == 0
 
 
 @pytest.mark.parametrize(
@@ -64,6 +86,8 @@ def test_empty_collection() -> None:
         (reply({"score": 1}), "no pixel geometry"),
         (reply({"imageBBox": [1, 2]}), "invalid pixel geometry"),
         (reply({"imageBBox": [0, 0, 1, 1], "featureClasses": "x"}), "featureClasses"),
+        (reply({"imageBBox": [0, 0, 1, 1], "featureClasses": [{"score": "x"}]}), "not a number"),
+        (reply({"imageGeometry": {"type": "Polygon", "coordinates": []}}), "empty pixel geometry"),
     ],
 )
 def test_bad_replies(body: bytes, message: str) -> None:
@@ -72,7 +96,11 @@ def test_bad_replies(body: bytes, message: str) -> None:
 
 
 def test_shift_to_image_pixels() -> None:
-    detections = parse_model_output(reply({"imageBBox": [1, 2, 5, 6]}, {"imageBBox": [0, 0, 1, 1]}))
-    moved = shift_detections(detections, 100, 200)
-    assert [d.geometry.bounds for d in moved] == [(101, 202, 105, 206), (100, 200, 101, 201)]
-    assert shapely.equals(detections[0].geometry, shapely.box(1, 2, 5, 6))
+    ring = [[1, 2], [5, 2], [5, 6], [1, 6], [1, 2]]
+    body = reply(
+        {"imageGeometry": {"type": "Polygon", "coordinates": [ring]}},
+        {"imageBBox": [0, 0, 1, 1]},
+    )
+    table = parse_model_output(body, 100, 200)
+    assert table.boxes.tolist() == [[101, 202, 105, 206], [100, 200, 101, 201]]
+    assert shapely.equals(geometries(table)[0], shapely.box(101, 202, 105, 206))

@@ -10,7 +10,6 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 
-from postprocessing.detections import Detection
 from postprocessing.features import (
     Distillation,
     FeatureContext,
@@ -20,7 +19,7 @@ from postprocessing.features import (
     nitf_source_metadata,
     suppress_duplicates,
 )
-from postprocessing.table import DetectionTable
+from postprocessing.table import Detection, DetectionTable
 from tiling.sensor import AffineSensorModel
 
 UTM = CRS.from_epsg(32618)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postprocessing.overlap import in_overlap_bands, intersecting_pairs
+from postprocessing.overlap import in_overlap_bands, overlapping_pairs
 
 
 def brute_pairs(boxes: np.ndarray, labels: np.ndarray) -> set[tuple[int, int]]:
@@ -45,7 +45,8 @@ def test_pairs_match_brute_force(
     rows += [(x, y, x + size, y + size, 0) for x, y, size in giants]
     boxes = np.array([r[:4] for r in rows], dtype=np.float64).reshape(-1, 4)
     labels = np.array([r[4] for r in rows], dtype=np.intp)
-    first, second = intersecting_pairs(boxes, labels)
+    first, second, iou = overlapping_pairs(boxes, labels)
+    assert (iou > 0).all()
     got = set(zip(first.tolist(), second.tolist(), strict=True))
     assert len(got) == first.size  # each pair once
     assert got == brute_pairs(boxes, labels)
