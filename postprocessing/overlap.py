@@ -20,7 +20,7 @@ BoolArray = npt.NDArray[np.bool_]
 _CELL_QUANTILE = 0.99
 _MIN_CELL_PX = 1.0
 _BRUTE_FORCE_MAX = 64
-_SOURCES_PER_SLICE = 32768
+_SOURCES_PER_SLICE = 8192
 _NO_PAIRS = (np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp), np.empty(0))
 
 
