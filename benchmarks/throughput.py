@@ -125,6 +125,10 @@ def main() -> None:
                 poll_interval_s=0.05,
             )
             elapsed = time.monotonic() - started
+            log_text = (stack.log_dir / "worker.log").read_text()
+            for line in log_text.splitlines():
+                if parsed.job_id in line and ("detections" in line or "written" in line):
+                    print("  worker:", line.split(" INFO ", 1)[-1], flush=True)
             tiles = int(record["tile_count"])
             rates.append(tiles / elapsed)
             print(

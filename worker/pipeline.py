@@ -221,12 +221,20 @@ class ImagePipeline:
             selection.rows.size,
         )
         chunks = feature_chunks(table, selection, feature_context(info, request))
+        writing = time.monotonic()
         outputs = await write_outputs(
             self._sinks.for_request(request),
             request.job_id,
             output_name(request, index),
             chunks,
             self._executor,
+        )
+        log.info(
+            "job %s image %s: features written to %s in %.1fs",
+            request.job_id,
+            url,
+            ", ".join(outputs),
+            time.monotonic() - writing,
         )
         return ImageOutcome(
             status=Status.PARTIAL if failed else Status.SUCCESS,
