@@ -59,7 +59,7 @@ class EndpointFactory(Protocol):
 class SinkFactory(Protocol):
     """Builds the outputs a request asks for."""
 
-    def for_request(self, request: ImageRequest) -> list[Sink]:
+    async def for_request(self, request: ImageRequest) -> list[Sink]:
         """Return the request's outputs."""
         ...
 
@@ -223,7 +223,7 @@ class ImagePipeline:
         chunks = feature_chunks(table, selection, feature_context(info, request))
         writing = time.monotonic()
         outputs = await write_outputs(
-            self._sinks.for_request(request),
+            await self._sinks.for_request(request),
             request.job_id,
             output_name(request, index),
             chunks,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiobotocore.session import get_session
 
+from worker.credentials import RoleClients
 from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
 from worker.jobstore import DynamoJobStore
 from worker.loop import Worker
@@ -62,21 +63,28 @@ class Endpoints:
 
 
 class Sinks:
-    """Sink factory over shared clients."""
+    """Sink factory over shared clients; outputs with a role get clients under that role."""
 
-    def __init__(self, s3: S3Client, kinesis: KinesisClient) -> None:
-        """Share ``s3`` and ``kinesis`` between requests."""
+    def __init__(self, s3: S3Client, kinesis: KinesisClient, roles: RoleClients) -> None:
+        """Share ``s3`` and ``kinesis`` between requests; assume roles through ``roles``."""
         self._s3 = s3
         self._kinesis = kinesis
+        self._roles = roles
 
-    def for_request(self, request: ImageRequest) -> list[Sink]:
+    async def for_request(self, request: ImageRequest) -> list[Sink]:
         """The request's outputs (legacy outputBucket/outputPrefix included)."""
         sinks: list[Sink] = []
         for output in request.all_outputs:
             if isinstance(output, KinesisOutput):
-                sinks.append(KinesisSink(self._kinesis, output.stream, output.batch_size))
+                kinesis = self._kinesis
+                if output.assumed_role:
+                    kinesis = await self._roles.client("kinesis", output.assumed_role)
+                sinks.append(KinesisSink(kinesis, output.stream, output.batch_size))
             else:
-                sinks.append(S3Sink(self._s3, output.bucket, output.prefix))
+                s3 = self._s3
+                if output.role:
+                    s3 = await self._roles.client("s3", output.role)
+                sinks.append(S3Sink(s3, output.bucket, output.prefix))
         return sinks
 
 
@@ -109,6 +117,9 @@ async def serve(settings: Settings) -> None:
                 connector=aiohttp.TCPConnector(limit=settings.endpoint_concurrency)
             )
         )
+        sts = await stack.enter_async_context(session.create_client("sts", **client_args))
+        roles = RoleClients(session.create_client, sts, settings.aws_region)
+        stack.push_async_callback(roles.close)
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles")
         )
@@ -125,7 +136,7 @@ async def serve(settings: Settings) -> None:
         pipeline = ImagePipeline(
             settings,
             Endpoints(settings, http, sagemaker),
-            Sinks(s3, kinesis),
+            Sinks(s3, kinesis, roles),
             status,
             DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),
             executor,

@@ -104,3 +104,30 @@ def test_sigterm_stops_a_worker_cleanly(stack: Stack) -> None:
     finally:
         extra.send_signal(signal.SIGTERM)
     assert extra.wait(30) == 0
+
+
+def test_outputs_under_assumed_roles(stack: Stack, tmp_path: Path) -> None:
+    pixels = np.full((1, 300, 300), 150, dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "roles.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        outputs=[
+            {
+                "type": "S3",
+                "bucket": stack.local.resources.bucket,
+                "prefix": "roles",
+                "role": "arn:aws:iam::123456789012:role/result-writer",
+            },
+            {
+                "type": "Kinesis",
+                "stream": stack.local.resources.stream,
+                "assumedRole": "arn:aws:iam::123456789012:role/stream-writer",
+            },
+        ],
+    )
+    stack.submit(json.dumps(request))
+    assert stack.statuses.wait_terminal(request["jobId"])[-1].attributes["status"] == "SUCCESS"
+    assert len(stack.result(request["jobId"], prefix="roles")["features"]) == 1
+    assert len(stack.kinesis_records(request["jobId"])) == 1
+    log_text = (stack.local.log_dir / "worker.log").read_text()
+    assert "using role arn:aws:iam::123456789012:role/result-writer for s3" in log_text
