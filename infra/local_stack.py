@@ -73,7 +73,12 @@ class LocalStack:
         self.model_port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.moto_port}"
         self.model_url = f"http://127.0.0.1:{self.model_port}/invocations"
-        self.aws_env = aws_environment(self.endpoint_url)
+        self.router_port = free_port()
+        self.aws_env = {
+            **aws_environment(self.endpoint_url),
+            # SageMaker runtime calls go to the local router, which forwards to the models.
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{self.router_port}",
+        }
         self._processes: list[subprocess.Popen[bytes]] = []
         self._resources: Resources | None = None
 
@@ -100,8 +105,17 @@ class LocalStack:
         """Start moto and the model server, wait for them, provision the resources."""
         self._spawn("moto", ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)], {})
         self._spawn("models", ["-m", "models", "--port", str(self.model_port)], {})
+        self._spawn(
+            "sagemaker-router",
+            [
+                *("-m", "infra.sagemaker_router", "--port", str(self.router_port)),
+                *("--model-url", self.model_url),
+            ],
+            {},
+        )
         wait_until_up(f"{self.endpoint_url}/moto-api/")
         wait_until_up(f"http://127.0.0.1:{self.model_port}/ping")
+        wait_until_up(f"http://127.0.0.1:{self.router_port}/")
         os.environ.update(self.aws_env)
         self._resources = provision(self.endpoint_url)
         return self._resources

@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = ModelServer((args.host, args.port), args.model)
+    log.info("model server on http://%s:%d (default model %s)", args.host, args.port, args.model)
+    serve_until_signalled(server)
+
+
+def serve_until_signalled(server: ThreadingHTTPServer) -> None:
+    """Serve until SIGTERM or SIGINT, then close the socket."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         del signum, frame
@@ -100,7 +106,6 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("model server on http://%s:%d (default model %s)", args.host, args.port, args.model)
     server.serve_forever()
     server.server_close()
 

@@ -75,6 +75,20 @@ class AlgorithmType(StrEnum):
     SOFT_NMS = "SOFT_NMS"
 
 
+# InvokeEndpoint parameters a request may pass (imageProcessorParameters).
+ENDPOINT_PARAMETERS = (
+    "ContentType",
+    "Accept",
+    "CustomAttributes",
+    "TargetModel",
+    "TargetVariant",
+    "TargetContainerHostname",
+    "InferenceId",
+    "EnableExplanations",
+    "InferenceComponentName",
+    "SessionId",
+)
+
 # Pairs of tile format and compression that can be produced (README table).
 VALID_ENCODINGS: dict[TileFormat, frozenset[TileCompression]] = {
     TileFormat.NITF: frozenset({TileCompression.NONE, TileCompression.JPEG, TileCompression.J2K}),
@@ -139,7 +153,7 @@ class ImageRequest(WireModel):
     output_bucket: str | None = None
     output_prefix: str | None = None
     image_processor: ImageProcessor
-    image_processor_parameters: dict[str, Any] = {}
+    image_processor_parameters: dict[str, str] = {}
     image_processor_tile_size: Annotated[int, Field(gt=0)] = DEFAULT_TILE_SIZE_PX
     image_processor_tile_overlap: Annotated[int, Field(ge=0)] = DEFAULT_TILE_OVERLAP_PX
     image_processor_tile_format: TileFormat = TileFormat.NITF
@@ -148,6 +162,16 @@ class ImageRequest(WireModel):
     region_of_interest: str | None = None
     feature_properties: list[dict[str, Any]] = []
     post_processing: list[PostProcessingStep] = [PostProcessingStep()]
+
+    @field_validator("image_processor_parameters")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, str]) -> dict[str, str]:
+        """Only SageMaker InvokeEndpoint parameters are passed on."""
+        unknown = sorted(set(value) - set(ENDPOINT_PARAMETERS))
+        if unknown:
+            allowed = ", ".join(ENDPOINT_PARAMETERS)
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+        return value
 
     @field_validator("feature_properties", mode="before")
     @classmethod

@@ -131,3 +131,36 @@ def test_outputs_under_assumed_roles(stack: Stack, tmp_path: Path) -> None:
     assert len(stack.kinesis_records(request["jobId"])) == 1
     log_text = (stack.local.log_dir / "worker.log").read_text()
     assert "using role arn:aws:iam::123456789012:role/result-writer for s3" in log_text
+
+
+def test_sagemaker_endpoint_job(stack: Stack, tmp_path: Path) -> None:
+    pixels = np.full((1, 600, 600), 150, dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "sm.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        imageProcessor={"name": "centerpoint", "type": "SM_ENDPOINT"},
+        imageProcessorTileFormat="PNG",
+    )
+    stack.submit(json.dumps(request))
+    final = stack.statuses.wait_terminal(request["jobId"])[-1]
+    assert final.attributes["status"] == "SUCCESS"
+    features = stack.result(request["jobId"])["features"]
+    assert len(features) == grid_count(600, 512, 64) ** 2
+
+
+def test_sagemaker_model_errors_fail_tiles(stack: Stack, tmp_path: Path) -> None:
+    pixels = np.full((1, 512, 1024), 200, dtype=np.uint8)
+    pixels[:, :, :512] = 40  # the failure model answers HTTP 400: SageMaker's ModelError
+    image_url = stack.upload(write_geotiff(tmp_path / "smfail.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        imageProcessor={"name": "failure", "type": "SM_ENDPOINT"},
+        imageProcessorTileOverlap=0,
+    )
+    stack.submit(json.dumps(request))
+    final = stack.statuses.wait_terminal(request["jobId"])[-1]
+    assert final.attributes["status"] == "PARTIAL"
+    assert final.attributes["failed_tiles"] == "1"
+    log_text = (stack.local.log_dir / "worker.log").read_text()
+    assert "ModelError" in log_text
+    assert "synthetic bad request" in log_text

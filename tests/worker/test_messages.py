@@ -172,6 +172,10 @@ def test_request_is_frozen() -> None:
         (json.dumps(minimal(outputs=[])), "at least one S3 or Kinesis output"),
         (json.dumps(minimal(jobId="")), "jobId"),
         (
+            json.dumps(minimal(imageProcessorParameters={"Body": "x"})),
+            "imageProcessorParameters: unknown parameter(s) Body; allowed: ContentType, Accept",
+        ),
+        (
             json.dumps(minimal(imageProcessor={"name": "x", "type": "LAMBDA"})),
             "imageProcessor.type",
         ),
