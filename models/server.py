@@ -14,7 +14,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
-from models.synthetic import MODELS, parse_custom_attributes
+from models.synthetic import (
+    MODELS,
+    THROTTLED,
+    parse_custom_attributes,
+    retry_after_header,
+)
 from tiling.encode import decode_tile
 from tiling.errors import TilingError
 
@@ -59,10 +64,13 @@ class ModelHandler(BaseHTTPRequestHandler):
             self._reply(400, f'{{"message": "cannot decode tile: {err}"}}'.encode())
             return
         status, reply = model(tile, attributes)
-        self._reply(status, reply)
+        headers = {"Retry-After": retry_after_header(attributes)} if status == THROTTLED else {}
+        self._reply(status, reply, headers)
 
-    def _reply(self, status: int, body: bytes) -> None:
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -6,8 +6,10 @@ returns an HTTP status and a body.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +22,7 @@ MAX_FLOOD_VOLUME = 100_000
 
 Reply = tuple[int, bytes]
 Model = Callable[[npt.NDArray[Any], Mapping[str, str]], Reply]
+THROTTLED = 429
 
 
 def box_feature(
@@ -88,7 +91,41 @@ def failure(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
     return centerpoint(tile, attributes)
 
 
-MODELS: dict[str, Model] = {"centerpoint": centerpoint, "flood": flood, "failure": failure}
+class Throttle:
+    """Answers 429 to the first ``throttle_count`` (default 2) requests for each distinct tile,
+    then the centerpoint reply; the server adds ``Retry-After: <retry_after>`` (default 1)."""
+
+    def __init__(self) -> None:
+        """Start with no tile seen."""
+        self._seen: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
+        """Throttle or answer."""
+        try:
+            limit = int(attributes.get("throttle_count", "2"))
+        except ValueError:
+            return 400, b'{"message": "throttle_count must be an integer"}'
+        key = hashlib.sha256(tile.tobytes()).digest()
+        with self._lock:
+            seen = self._seen.get(key, 0)
+            self._seen[key] = seen + 1
+        if seen < limit:
+            return THROTTLED, b'{"message": "synthetic throttling"}'
+        return centerpoint(tile, attributes)
+
+
+def retry_after_header(attributes: Mapping[str, str]) -> str:
+    """The Retry-After value the server sends with a 429 from the throttle model."""
+    return attributes.get("retry_after", "1")
+
+
+MODELS: dict[str, Model] = {
+    "centerpoint": centerpoint,
+    "flood": flood,
+    "failure": failure,
+    "throttle": Throttle(),
+}
 
 
 def parse_custom_attributes(header: str | None) -> dict[str, str]:

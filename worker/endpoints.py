@@ -10,6 +10,8 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -27,6 +29,7 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ERROR_CHARS = 300
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 10.0
+RETRY_AFTER_CAP_S = 60.0
 
 
 class ModelEndpoint(Protocol):
@@ -52,9 +55,25 @@ async def with_retries(call: Callable[[], Awaitable[bytes]], retries: int, what:
             if attempt >= retries:
                 raise
             delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+            if err.retry_after_s is not None:
+                delay = min(err.retry_after_s, RETRY_AFTER_CAP_S)
             log.debug("%s: %s; retry %d in %.2fs", what, err, attempt + 1, delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
 
 
 class HttpEndpoint:
@@ -89,13 +108,14 @@ class HttpEndpoint:
             ) as response:
                 body = await response.read()
                 status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:
             raise EndpointRetryableError(f"{self.url}: {type(err).__name__}: {err}") from err
         if status == 200:  # noqa: PLR2004
             return body
         message = body[:MAX_ERROR_CHARS].decode(errors="replace")
         if status in RETRYABLE_STATUS:
-            raise EndpointRetryableError(f"{self.url}: HTTP {status}: {message}")
+            raise EndpointRetryableError(f"{self.url}: HTTP {status}: {message}", retry_after)
         raise EndpointPermanentError(f"{self.url}: HTTP {status}: {message}")
 
 

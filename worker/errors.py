@@ -28,6 +28,11 @@ class EndpointError(WorkerError):
 class EndpointRetryableError(EndpointError, RetryableError):
     """Throttling, 5xx, timeouts and connection errors from a model endpoint."""
 
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        """``retry_after_s``: how long the endpoint asked to wait (its Retry-After), if it did."""
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class EndpointPermanentError(EndpointError, PermanentError):
     """A model endpoint rejected the tile (4xx) or replied with something that is not GeoJSON."""

@@ -164,3 +164,19 @@ def test_sagemaker_model_errors_fail_tiles(stack: Stack, tmp_path: Path) -> None
     log_text = (stack.local.log_dir / "worker.log").read_text()
     assert "ModelError" in log_text
     assert "synthetic bad request" in log_text
+
+
+def test_throttled_endpoint_is_retried_after_retry_after(stack: Stack, tmp_path: Path) -> None:
+    pixels = np.full((1, 256, 256), 77, dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "throttle.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url,
+        imageProcessorParameters={
+            "CustomAttributes": "model_selection=throttle,throttle_count=2,retry_after=1"
+        },
+    )
+    stack.submit(json.dumps(request))
+    final = stack.statuses.wait_terminal(request["jobId"])[-1]
+    assert final.attributes["status"] == "SUCCESS"
+    assert float(final.attributes["processing_duration"]) >= 2.0  # two Retry-After waits
+    assert len(stack.result(request["jobId"])["features"]) == 1
