@@ -51,7 +51,7 @@ T = TypeVar("T")
 class EndpointFactory(Protocol):
     """Builds the endpoint a request targets."""
 
-    def for_request(self, request: ImageRequest) -> ModelEndpoint:
+    async def for_request(self, request: ImageRequest) -> ModelEndpoint:
         """Return the request's model endpoint."""
         ...
 
@@ -253,7 +253,7 @@ class ImagePipeline:
         tiles: list[Window],
         progress: TileProgress,
     ) -> list[DetectionTable]:
-        endpoint = self._endpoints.for_request(request)
+        endpoint = await self._endpoints.for_request(request)
         pending = iter(tiles)
         found: list[DetectionTable] = []
 

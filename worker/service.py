@@ -35,17 +35,22 @@ log = logging.getLogger(__name__)
 
 
 class Endpoints:
-    """Endpoint factory over shared, pooled clients."""
+    """Endpoint factory over shared, pooled clients; SageMaker roles through ``roles``."""
 
     def __init__(
-        self, settings: Settings, http: aiohttp.ClientSession, sagemaker: SageMakerRuntimeClient
+        self,
+        settings: Settings,
+        http: aiohttp.ClientSession,
+        sagemaker: SageMakerRuntimeClient,
+        roles: RoleClients,
     ) -> None:
         """Share ``http`` and ``sagemaker`` between requests."""
         self._settings = settings
         self._http = http
         self._sagemaker = sagemaker
+        self._roles = roles
 
-    def for_request(self, request: ImageRequest) -> ModelEndpoint:
+    async def for_request(self, request: ImageRequest) -> ModelEndpoint:
         """The request's endpoint with its parameters."""
         processor = request.image_processor
         parameters = dict(request.image_processor_parameters)
@@ -57,9 +62,10 @@ class Endpoints:
                 self._settings.endpoint_timeout_s,
                 self._settings.tile_retries,
             )
-        return SageMakerEndpoint(
-            self._sagemaker, processor.name, parameters, self._settings.tile_retries
-        )
+        sagemaker = self._sagemaker
+        if processor.assumed_role:
+            sagemaker = await self._roles.client("sagemaker-runtime", processor.assumed_role)
+        return SageMakerEndpoint(sagemaker, processor.name, parameters, self._settings.tile_retries)
 
 
 class Sinks:
@@ -135,7 +141,7 @@ async def serve(settings: Settings) -> None:
         )
         pipeline = ImagePipeline(
             settings,
-            Endpoints(settings, http, sagemaker),
+            Endpoints(settings, http, sagemaker, roles),
             Sinks(s3, kinesis, roles),
             status,
             DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),

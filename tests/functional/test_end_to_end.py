@@ -138,7 +138,11 @@ def test_sagemaker_endpoint_job(stack: Stack, tmp_path: Path) -> None:
     image_url = stack.upload(write_geotiff(tmp_path / "sm.tif", pixels, TRANSFORM, UTM))
     request = stack.request(
         image_url,
-        imageProcessor={"name": "centerpoint", "type": "SM_ENDPOINT"},
+        imageProcessor={
+            "name": "centerpoint",
+            "type": "SM_ENDPOINT",
+            "assumedRole": "arn:aws:iam::123456789012:role/model-invoker",
+        },
         imageProcessorTileFormat="PNG",
     )
     stack.submit(json.dumps(request))
@@ -146,6 +150,10 @@ def test_sagemaker_endpoint_job(stack: Stack, tmp_path: Path) -> None:
     assert final.attributes["status"] == "SUCCESS"
     features = stack.result(request["jobId"])["features"]
     assert len(features) == grid_count(600, 512, 64) ** 2
+    log_text = (stack.local.log_dir / "worker.log").read_text()
+    assert (
+        "using role arn:aws:iam::123456789012:role/model-invoker for sagemaker-runtime" in log_text
+    )
 
 
 def test_sagemaker_model_errors_fail_tiles(stack: Stack, tmp_path: Path) -> None:
