@@ -7,6 +7,7 @@ resident memory (VmHWM). The median over runs is printed last.
 
     python -m benchmarks.throughput [--size 10000] [--tile 512] [--overlap 128] [--runs 3]
     python -m benchmarks.throughput --runs 1 --flood 1500 --kinesis   # about 1M features
+    python -m benchmarks.throughput --sleep-ms 50 --concurrency 32      # a slow model
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def main() -> None:
         "--flood", type=int, default=0, help="use the flood model with this many boxes per tile"
     )
     parser.add_argument("--kinesis", action="store_true", help="also write to Kinesis")
+    parser.add_argument("--sleep-ms", type=int, default=0, help="model time per tile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "logs") as stack:
         image = Path(tmp) / "bench.tif"
@@ -97,7 +99,7 @@ def main() -> None:
         model = (
             f"model_selection=flood,flood_volume={args.flood}"
             if args.flood
-            else "model_selection=centerpoint"
+            else f"model_selection=centerpoint,sleep_ms={args.sleep_ms}"
         )
         for run in range(args.runs):
             request = {

@@ -10,6 +10,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy.typing as npt
 SAMPLE_CLASS = "sample_object"
 DEFAULT_FLOOD_VOLUME = 100
 MAX_FLOOD_VOLUME = 100_000
+MAX_SLEEP_MS = 60_000
 
 Reply = tuple[int, bytes]
 Model = Callable[[npt.NDArray[Any], Mapping[str, str]], Reply]
@@ -47,8 +49,16 @@ def _collection(features: list[dict[str, Any]]) -> Reply:
 
 
 def centerpoint(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
-    """One feature per tile: a box at the tile centre, +-10% of the tile size, score 1.0."""
-    del attributes
+    """One feature per tile: a box at the tile centre, +-10% of the tile size, score 1.0.
+
+    ``sleep_ms`` in the attributes makes it take that long (a stand-in for inference time).
+    """
+    try:
+        sleep_ms = float(attributes.get("sleep_ms", "0"))
+    except ValueError:
+        return 400, b'{"message": "sleep_ms must be a number"}'
+    if sleep_ms > 0:
+        time.sleep(min(sleep_ms, MAX_SLEEP_MS) / 1000)
     rows, cols = tile.shape[1], tile.shape[2]
     cx, cy, dx, dy = cols / 2, rows / 2, cols * 0.1, rows * 0.1
     return _collection([box_feature(cx - dx, cy - dy, cx + dx, cy + dy, 1.0, "centerpoint")])

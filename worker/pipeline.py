@@ -253,44 +253,82 @@ class ImagePipeline:
         tiles: list[Window],
         progress: TileProgress,
     ) -> list[DetectionTable]:
+        """Encoders fill a bounded queue of tiles; callers send them to the endpoint.
+
+        Reading and encoding run ahead of the endpoint calls, so a slow model is kept busy
+        with ``endpoint_concurrency`` tiles in flight; at most that many wait encoded.
+        """
         endpoint = await self._endpoints.for_request(request)
         pending = iter(tiles)
+        concurrency = min(self._settings.endpoint_concurrency, len(tiles))
+        ready: asyncio.Queue[tuple[Window, bytes] | None] = asyncio.Queue(concurrency)
         found: list[DetectionTable] = []
 
-        async def tile_task() -> None:
-            for window in pending:  # shared iterator: each tile is taken by one task
-                found.append(await self._tile(request, info, reader, window, endpoint, progress))
+        async def encoder() -> None:
+            for window in pending:  # shared iterator: each tile is taken by one encoder
+                payload = await self._encode(request, info, reader, window, progress)
+                if payload is None:
+                    progress.done += 1  # failed before the endpoint: done here
+                else:
+                    await ready.put((window, payload))
+
+        async def caller() -> None:
+            while (item := await ready.get()) is not None:
+                found.append(await self._call(request, item[0], item[1], endpoint, progress))
                 progress.done += 1
 
-        concurrency = min(self._settings.endpoint_concurrency, len(tiles))
-        await asyncio.gather(*(tile_task() for _ in range(concurrency)))
+        async with asyncio.TaskGroup() as group:
+            callers = [group.create_task(caller()) for _ in range(concurrency)]
+            async with asyncio.TaskGroup() as encoders:
+                for _ in range(self._settings.encode_threads):
+                    encoders.create_task(encoder())
+            for _ in callers:
+                await ready.put(None)
         return found
 
-    async def _tile(
+    async def _encode(
         self,
         request: ImageRequest,
         info: ImageInfo,
         reader: WindowReader,
         window: Window,
-        endpoint: ModelEndpoint,
         progress: TileProgress,
-    ) -> DetectionTable:
-        tile_format = request.image_processor_tile_format.value
+    ) -> bytes | None:
         try:
-            payload = await self._in_thread(
+            return await self._in_thread(
                 encode_window,
                 reader,
                 info,
                 window,
-                tile_format,
+                request.image_processor_tile_format.value,
                 request.image_processor_tile_compression.value,
             )
-            body = await endpoint.invoke(payload, content_type(tile_format))
+        except TilingError as err:
+            self._tile_failed(request, window, err, progress)
+            return None
+
+    async def _call(
+        self,
+        request: ImageRequest,
+        window: Window,
+        payload: bytes,
+        endpoint: ModelEndpoint,
+        progress: TileProgress,
+    ) -> DetectionTable:
+        try:
+            tile_type = content_type(request.image_processor_tile_format.value)
+            body = await endpoint.invoke(payload, tile_type)
             return await self._in_thread(parse_tile_reply, body, window)
-        except (EndpointError, ModelOutputError, TilingError) as err:
-            log.warning("job %s tile %s failed: %s", request.job_id, window, err)
-            progress.failures.append((window, str(err)))
+        except (EndpointError, ModelOutputError) as err:
+            self._tile_failed(request, window, err, progress)
             return DetectionTable()
+
+    @staticmethod
+    def _tile_failed(
+        request: ImageRequest, window: Window, err: Exception, progress: TileProgress
+    ) -> None:
+        log.warning("job %s tile %s failed: %s", request.job_id, window, err)
+        progress.failures.append((window, str(err)))
 
     async def _report(self, request: ImageRequest, url: str, progress: TileProgress) -> None:
         while True:
