@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from postprocessing.nms import sparse_non_max_suppression, sparse_soft_non_max_suppression
+from postprocessing.nms import non_max_suppression, soft_non_max_suppression
 from postprocessing.overlap import in_overlap_bands
 from tiling.grid import axis_origins
 
@@ -87,7 +87,7 @@ def main() -> None:
     def ours() -> npt.NDArray[Any]:
         band = in_overlap_bands(boxes, origins, origins, TILE, TILE)
         index = np.flatnonzero(band)
-        kept = sparse_non_max_suppression(boxes[index], scores[index], labels[index], 0.5)
+        kept = non_max_suppression(boxes[index], scores[index], labels[index], 0.5)
         keep = ~band
         keep[index[kept]] = True
         return keep
@@ -101,9 +101,7 @@ def main() -> None:
 
     def soft() -> Any:
         index = np.flatnonzero(band)
-        return sparse_soft_non_max_suppression(
-            boxes[index], scores[index], labels[index], 0.5, 0.001
-        )
+        return soft_non_max_suppression(boxes[index], scores[index], labels[index], 0.5, 0.001)
 
     soft_seconds, _ = timed(soft, 1)
     print(f"Soft-NMS (bands + grid, Gaussian sigma 0.5): {soft_seconds:.2f} s")
@@ -115,7 +113,7 @@ def main() -> None:
     sub = (boxes[index], scores[index], labels[index])
     ensemble_nms(sub[0][:100], sub[1][:100], sub[2][:100], args.size)  # compile numba first
     theirs, _ = timed(lambda: ensemble_nms(*sub, args.size), 1)
-    mine, _ = timed(lambda: sparse_non_max_suppression(*sub, 0.5), args.repeat)
+    mine, _ = timed(lambda: non_max_suppression(*sub, 0.5), args.repeat)
     print(
         f"on {index.size} candidates: ensemble_boxes.nms {theirs:.2f} s,"
         f" grid NMS {mine:.3f} s, ratio {theirs / mine:.0f}x"

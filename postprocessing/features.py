@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from postprocessing.nms import sparse_non_max_suppression, sparse_soft_non_max_suppression
+from postprocessing.nms import non_max_suppression, soft_non_max_suppression
 from postprocessing.overlap import in_overlap_bands
 from postprocessing.table import DetectionTable
 
@@ -88,7 +88,7 @@ def suppress_duplicates(
     index = np.flatnonzero(candidates)
     boxes, scores, labels = table.boxes[index], table.scores[index], table.label_codes()[index]
     if params.method == "SOFT_NMS":
-        kept, decayed = sparse_soft_non_max_suppression(
+        kept, decayed = soft_non_max_suppression(
             boxes, scores, labels, params.sigma, params.skip_box_threshold
         )
         all_scores = table.scores.copy()
@@ -96,7 +96,7 @@ def suppress_duplicates(
         all_scores[index[kept]] = decayed
         rows = np.flatnonzero(all_scores >= params.skip_box_threshold)
         return Selection(rows, all_scores[rows])
-    kept = sparse_non_max_suppression(boxes, scores, labels, params.iou_threshold)
+    kept = non_max_suppression(boxes, scores, labels, params.iou_threshold)
     keep = ~candidates
     keep[index[kept]] = True
     return Selection(np.flatnonzero(keep))

@@ -7,13 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postprocessing.nms import (
-    box_iou,
-    non_max_suppression,
-    soft_non_max_suppression,
-    sparse_non_max_suppression,
-    sparse_soft_non_max_suppression,
-)
+from postprocessing.nms import non_max_suppression, soft_non_max_suppression
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -79,21 +73,21 @@ def arrays(
     )
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(data=box_sets, threshold=st.floats(0.05, 1.0))
 def test_nms_matches_oracle(
     data: tuple[list[tuple[int, int, int, int]], list[float], list[int]], threshold: float
 ) -> None:
     boxes, b, s, lab = arrays(data)
     kept = non_max_suppression(b, s, lab, threshold)
-    assert kept.tolist() == oracle_nms(boxes, data[1], data[2], threshold)
+    assert kept.tolist() == sorted(oracle_nms(boxes, data[1], data[2], threshold))
     for i in kept:  # law: no two kept boxes of a label overlap above the threshold
         for j in kept:
             if i != j and lab[i] == lab[j]:
                 assert iou(boxes[i], boxes[j]) <= threshold
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(data=box_sets, sigma=st.floats(0.05, 2.0), skip=st.floats(0.0, 0.5))
 def test_soft_nms_matches_oracle(
     data: tuple[list[tuple[int, int, int, int]], list[float], list[int]], sigma: float, skip: float
@@ -101,7 +95,7 @@ def test_soft_nms_matches_oracle(
     boxes, b, s, lab = arrays(data)
     kept, decayed = soft_non_max_suppression(b, s, lab, sigma, skip)
     expected = oracle_soft(boxes, data[1], data[2], sigma, skip)
-    assert sorted(kept.tolist()) == sorted(expected)
+    assert kept.tolist() == sorted(expected)
     for index, score in zip(kept.tolist(), decayed.tolist(), strict=True):
         assert score == pytest.approx(expected[index], abs=1e-6)
         assert score <= data[1][index] + 1e-12
@@ -111,7 +105,7 @@ def test_nms_basics() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]], float)
     scores = np.array([0.9, 0.8, 0.7, 0.95])
     labels = np.array([0, 0, 0, 1], dtype=np.intp)
-    assert non_max_suppression(boxes, scores, labels, 0.5).tolist() == [3, 0, 2]
+    assert non_max_suppression(boxes, scores, labels, 0.5).tolist() == [0, 2, 3]
     assert non_max_suppression(np.empty((0, 4)), np.empty(0), np.empty(0, np.intp), 0.5).size == 0
 
 
@@ -121,40 +115,17 @@ def test_soft_nms_lowers_overlapping_scores() -> None:
         boxes, np.array([0.9, 0.8]), np.zeros(2, np.intp), 0.5, 0.0
     )
     assert kept.tolist() == [0, 1]
-    overlap = box_iou(boxes[0], boxes[1:])[0]
+    overlap = iou(boxes[0].tolist(), boxes[1].tolist())
     assert decayed[1] == pytest.approx(0.8 * math.exp(-(overlap**2) / 0.5))
     assert decayed[1] < 0.8
 
 
-@settings(max_examples=200)
-@given(data=box_sets, threshold=st.floats(0.05, 1.0))
-def test_sparse_nms_equals_dense(
-    data: tuple[list[tuple[int, int, int, int]], list[float], list[int]], threshold: float
-) -> None:
-    _, b, s, lab = arrays(data)
-    dense = np.sort(non_max_suppression(b, s, lab, threshold))
-    assert sparse_non_max_suppression(b, s, lab, threshold).tolist() == dense.tolist()
-
-
-@settings(max_examples=200)
-@given(data=box_sets, sigma=st.floats(0.05, 2.0), skip=st.floats(0.0, 0.5))
-def test_sparse_soft_nms_equals_dense(
-    data: tuple[list[tuple[int, int, int, int]], list[float], list[int]], sigma: float, skip: float
-) -> None:
-    _, b, s, lab = arrays(data)
-    kept, decayed = soft_non_max_suppression(b, s, lab, sigma, skip)
-    expected = dict(zip(kept.tolist(), decayed.tolist(), strict=True))
-    got_kept, got_scores = sparse_soft_non_max_suppression(b, s, lab, sigma, skip)
-    assert got_kept.tolist() == sorted(expected)
-    np.testing.assert_allclose(got_scores, [expected[i] for i in got_kept.tolist()], atol=1e-9)
-
-
-def test_sparse_nms_large_input_equals_dense() -> None:
+def test_large_dense_input_matches_oracle() -> None:
     rng = np.random.default_rng(3)
-    xy = rng.uniform(0, 3000, (3000, 2))
-    size = rng.uniform(5, 60, (3000, 2))
+    xy = rng.uniform(0, 1500, (1500, 2))
+    size = rng.uniform(5, 60, (1500, 2))
     boxes = np.hstack([xy, xy + size])
-    scores = rng.uniform(0, 1, 3000)
-    labels = rng.integers(0, 3, 3000).astype(np.intp)
-    dense = np.sort(non_max_suppression(boxes, scores, labels, 0.3))
-    assert sparse_non_max_suppression(boxes, scores, labels, 0.3).tolist() == dense.tolist()
+    scores = rng.uniform(0, 1, 1500)
+    labels = rng.integers(0, 3, 1500).astype(np.intp)
+    expected = oracle_nms(boxes.tolist(), scores.tolist(), labels.tolist(), 0.3)
+    assert non_max_suppression(boxes, scores, labels, 0.3).tolist() == sorted(expected)
