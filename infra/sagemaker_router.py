@@ -14,9 +14,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from models.server import serve_until_signalled
+from models.server import JsonHandler, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,10 @@ THROTTLED = 429
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
-class RouterHandler(BaseHTTPRequestHandler):
+class RouterHandler(JsonHandler):
     """Routes invocations to the model server."""
 
     server: RouterServer
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without this, Nagle's algorithm and the
-    # client's delayed ACK add about 40 ms to every reply.
-    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         """Forward ``/endpoints/<name>/invocations``."""
@@ -59,7 +55,7 @@ class RouterHandler(BaseHTTPRequestHandler):
         )
         try:
             with urllib.request.urlopen(request, timeout=FORWARD_TIMEOUT_S) as reply:
-                self._send(200, reply.read(), {"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+                self._reply(200, reply.read(), {"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
         except urllib.error.HTTPError as err:
             message = err.read().decode(errors="replace")
             if err.code == THROTTLED:
@@ -73,20 +69,7 @@ class RouterHandler(BaseHTTPRequestHandler):
         document = {"__type": code, "message": message}
         if original_status:
             document["OriginalStatusCode"] = str(original_status)
-        self._send(status, json.dumps(document).encode(), {"x-amzn-ErrorType": code})
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Requests at debug level."""
-        log.debug(format, *args)
+        self._reply(status, json.dumps(document).encode(), {"x-amzn-ErrorType": code})
 
 
 class RouterServer(ThreadingHTTPServer):

@@ -29,14 +29,32 @@ CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 MAX_TILE_BYTES = 256 * 1024 * 1024
 
 
-class ModelHandler(BaseHTTPRequestHandler):
-    """Routes /ping and /invocations."""
+class JsonHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive handler replying JSON bodies; request lines logged at debug."""
 
-    server: ModelServer
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes: without this, Nagle's algorithm and the
     # client's delayed ACK add about 40 ms to every reply.
     disable_nagle_algorithm = True
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log requests at debug level instead of stderr."""
+        log.debug(format, *args)
+
+
+class ModelHandler(JsonHandler):
+    """Routes /ping and /invocations."""
+
+    server: ModelServer
 
     def do_GET(self) -> None:
         """Health check."""
@@ -69,19 +87,6 @@ class ModelHandler(BaseHTTPRequestHandler):
         status, reply = model(tile, attributes)
         headers = {"Retry-After": retry_after_header(attributes)} if status == THROTTLED else {}
         self._reply(status, reply, headers)
-
-    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Log requests at debug level instead of stderr."""
-        log.debug(format, *args)
 
 
 class ModelServer(ThreadingHTTPServer):
