@@ -24,6 +24,7 @@ from worker.queue import SqsQueue
 from worker.settings import Settings
 from worker.sinks import KinesisSink, S3Sink, Sink
 from worker.status import StatusPublisher
+from worker.variants import EndpointVariants, choose_variant
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis.client import KinesisClient
@@ -43,12 +44,14 @@ class Endpoints:
         http: aiohttp.ClientSession,
         sagemaker: SageMakerRuntimeClient,
         roles: RoleClients,
+        variants: EndpointVariants,
     ) -> None:
         """Share ``http`` and ``sagemaker`` between requests."""
         self._settings = settings
         self._http = http
         self._sagemaker = sagemaker
         self._roles = roles
+        self._variants = variants
 
     async def for_request(self, request: ImageRequest) -> ModelEndpoint:
         """The request's endpoint with its parameters."""
@@ -62,6 +65,12 @@ class Endpoints:
                 self._settings.endpoint_timeout_s,
                 self._settings.tile_retries,
             )
+        if "TargetVariant" not in parameters:
+            variants = await self._variants.variants(processor.name)
+            variant = choose_variant(variants, request.job_id) if len(variants) > 1 else None
+            if variant is not None:
+                parameters["TargetVariant"] = variant
+                log.info("job %s: endpoint %s variant %s", request.job_id, processor.name, variant)
         sagemaker = self._sagemaker
         if processor.assumed_role:
             sagemaker = await self._roles.client("sagemaker-runtime", processor.assumed_role)
@@ -124,6 +133,7 @@ async def serve(settings: Settings) -> None:
             )
         )
         sts = await stack.enter_async_context(session.create_client("sts", **client_args))
+        control = await stack.enter_async_context(session.create_client("sagemaker", **client_args))
         roles = RoleClients(session.create_client, sts, settings.aws_region)
         stack.push_async_callback(roles.close)
         executor = stack.enter_context(
@@ -141,7 +151,7 @@ async def serve(settings: Settings) -> None:
         )
         pipeline = ImagePipeline(
             settings,
-            Endpoints(settings, http, sagemaker, roles),
+            Endpoints(settings, http, sagemaker, roles, EndpointVariants(control)),
             Sinks(s3, kinesis, roles),
             status,
             DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),

@@ -5,6 +5,7 @@ import math
 import signal
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 from affine import Affine
@@ -12,6 +13,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 
 from tests.functional.helpers import Stack, write_geotiff
+from worker.variants import choose_variant
 
 pytestmark = pytest.mark.functional
 
@@ -188,3 +190,39 @@ def test_throttled_endpoint_is_retried_after_retry_after(stack: Stack, tmp_path:
     assert final.attributes["status"] == "SUCCESS"
     assert float(final.attributes["processing_duration"]) >= 2.0  # two Retry-After waits
     assert len(stack.result(request["jobId"])["features"]) == 1
+
+
+def test_multi_variant_endpoint_gets_a_weighted_variant_per_job(
+    stack: Stack, tmp_path: Path
+) -> None:
+    session = boto3.session.Session(region_name="us-east-1")
+    sagemaker = session.client("sagemaker", endpoint_url=stack.local.endpoint_url)
+    sagemaker.create_model(
+        ModelName="centerpoint-model",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+        PrimaryContainer={"Image": "centerpoint"},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName="centerpoint-config",
+        ProductionVariants=[
+            {
+                "VariantName": name,
+                "ModelName": "centerpoint-model",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.xlarge",
+                "InitialVariantWeight": weight,
+            }
+            for name, weight in (("blue", 3.0), ("green", 1.0))
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName="centerpoint", EndpointConfigName="centerpoint-config")
+    pixels = np.full((1, 256, 256), 150, dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "variant.tif", pixels, TRANSFORM, UTM))
+    request = stack.request(
+        image_url, imageProcessor={"name": "centerpoint", "type": "SM_ENDPOINT"}
+    )
+    stack.submit(json.dumps(request))
+    assert stack.statuses.wait_terminal(request["jobId"])[-1].attributes["status"] == "SUCCESS"
+    expected = choose_variant([("blue", 3.0), ("green", 1.0)], request["jobId"])
+    log_text = (stack.local.log_dir / "worker.log").read_text()
+    assert f"job {request['jobId']}: endpoint centerpoint variant {expected}" in log_text
