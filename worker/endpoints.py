@@ -18,6 +18,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import EndpointPermanentError, EndpointRetryableError
+from worker.limiter import AimdLimiter
 
 if TYPE_CHECKING:
     from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+THROTTLING_STATUS = frozenset({429, 503})
 MAX_ERROR_CHARS = 300
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 10.0
@@ -45,12 +47,21 @@ class ModelEndpoint(Protocol):
         ...
 
 
-async def with_retries(call: Callable[[], Awaitable[bytes]], retries: int, what: str) -> bytes:
-    """Run ``call()`` and retry it on EndpointRetryableError with full-jitter backoff."""
+async def with_retries(
+    call: Callable[[], Awaitable[bytes]], retries: int, what: str, limiter: AimdLimiter
+) -> bytes:
+    """Run ``call()`` under the endpoint's limit; retry EndpointRetryableError with
+    full-jitter backoff, or after the endpoint's Retry-After."""
     attempt = 0
     while True:
         try:
-            return await call()
+            async with limiter.slot() as slot:
+                try:
+                    return await call()
+                except EndpointRetryableError as err:
+                    if err.throttled:
+                        slot.throttled()
+                    raise
         except EndpointRetryableError as err:
             if attempt >= retries:
                 raise
@@ -86,18 +97,20 @@ class HttpEndpoint:
         custom_attributes: str | None,
         timeout_s: float,
         retries: int,
+        limiter: AimdLimiter,
     ) -> None:
-        """Call ``url`` through the pooled ``session``."""
+        """Call ``url`` through the pooled ``session``, under ``limiter``."""
         self._session = session
         self.url = url
         self._headers = {CUSTOM_ATTRIBUTES_HEADER: custom_attributes} if custom_attributes else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._retries = retries
+        self._limiter = limiter
 
     async def invoke(self, payload: bytes, content_type: str) -> bytes:
         """POST one tile, retrying throttling, 5xx, timeouts and connection errors."""
         return await with_retries(
-            lambda: self._post(payload, content_type), self._retries, self.url
+            lambda: self._post(payload, content_type), self._retries, self.url, self._limiter
         )
 
     async def _post(self, payload: bytes, content_type: str) -> bytes:
@@ -115,7 +128,11 @@ class HttpEndpoint:
             return body
         message = body[:MAX_ERROR_CHARS].decode(errors="replace")
         if status in RETRYABLE_STATUS:
-            raise EndpointRetryableError(f"{self.url}: HTTP {status}: {message}", retry_after)
+            raise EndpointRetryableError(
+                f"{self.url}: HTTP {status}: {message}",
+                retry_after,
+                throttled=status in THROTTLING_STATUS,
+            )
         raise EndpointPermanentError(f"{self.url}: HTTP {status}: {message}")
 
 
@@ -128,17 +145,19 @@ class SageMakerEndpoint:
         name: str,
         parameters: dict[str, Any],
         retries: int,
+        limiter: AimdLimiter,
     ) -> None:
         """Invoke ``name`` through ``client`` with ``parameters`` (ContentType, ...)."""
         self._client = client
         self.name = name
         self._parameters = parameters
         self._retries = retries
+        self._limiter = limiter
 
     async def invoke(self, payload: bytes, content_type: str) -> bytes:
         """Invoke the endpoint with one tile."""
         return await with_retries(
-            lambda: self._call(payload, content_type), self._retries, self.name
+            lambda: self._call(payload, content_type), self._retries, self.name, self._limiter
         )
 
     async def _call(self, payload: bytes, content_type: str) -> bytes:
@@ -153,8 +172,9 @@ class SageMakerEndpoint:
             code = err.response.get("Error", {}).get("Code", "")
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             text = f"{self.name}: {code}: {err}"
-            if status in RETRYABLE_STATUS or "Throttl" in code:
-                raise EndpointRetryableError(text) from err
+            throttled = status in THROTTLING_STATUS or "Throttl" in code
+            if status in RETRYABLE_STATUS or throttled:
+                raise EndpointRetryableError(text, throttled=throttled) from err
             raise EndpointPermanentError(text) from err
         except BotoCoreError as err:
             raise EndpointRetryableError(f"{self.name}: {err}") from err

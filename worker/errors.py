@@ -28,10 +28,14 @@ class EndpointError(WorkerError):
 class EndpointRetryableError(EndpointError, RetryableError):
     """Throttling, 5xx, timeouts and connection errors from a model endpoint."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        """``retry_after_s``: how long the endpoint asked to wait (its Retry-After), if it did."""
+    def __init__(
+        self, message: str, retry_after_s: float | None = None, *, throttled: bool = False
+    ) -> None:
+        """``retry_after_s``: how long the endpoint asked to wait (its Retry-After), if it did;
+        ``throttled``: the endpoint said it is overloaded (429, 503, ThrottlingException)."""
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.throttled = throttled
 
 
 class EndpointPermanentError(EndpointError, PermanentError):

@@ -16,6 +16,7 @@ from aiobotocore.session import get_session
 from worker.credentials import RoleClients
 from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
 from worker.jobstore import DynamoJobStore
+from worker.limiter import AimdLimiter
 from worker.loop import Worker
 from worker.messages import ImageRequest, KinesisOutput, ProcessorType
 from worker.pipeline import ImagePipeline
@@ -52,6 +53,15 @@ class Endpoints:
         self._sagemaker = sagemaker
         self._roles = roles
         self._variants = variants
+        self._limiters: dict[str, AimdLimiter] = {}
+
+    def _limiter(self, endpoint: str) -> AimdLimiter:
+        """One limit per endpoint, shared by every job this worker runs on it."""
+        limiter = self._limiters.get(endpoint)
+        if limiter is None:
+            limiter = AimdLimiter(self._settings.endpoint_concurrency)
+            self._limiters[endpoint] = limiter
+        return limiter
 
     async def for_request(self, request: ImageRequest) -> ModelEndpoint:
         """The request's endpoint with its parameters."""
@@ -64,6 +74,7 @@ class Endpoints:
                 parameters.get("CustomAttributes"),
                 self._settings.endpoint_timeout_s,
                 self._settings.tile_retries,
+                self._limiter(processor.name),
             )
         if "TargetVariant" not in parameters:
             variants = await self._variants.variants(processor.name)
@@ -74,7 +85,13 @@ class Endpoints:
         sagemaker = self._sagemaker
         if processor.assumed_role:
             sagemaker = await self._roles.client("sagemaker-runtime", processor.assumed_role)
-        return SageMakerEndpoint(sagemaker, processor.name, parameters, self._settings.tile_retries)
+        return SageMakerEndpoint(
+            sagemaker,
+            processor.name,
+            parameters,
+            self._settings.tile_retries,
+            self._limiter(processor.name),
+        )
 
 
 class Sinks:

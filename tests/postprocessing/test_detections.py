@@ -104,3 +104,14 @@ def test_shift_to_image_pixels() -> None:
     table = parse_model_output(body, 100, 200)
     assert table.boxes.tolist() == [[101, 202, 105, 206], [100, 200, 101, 201]]
     assert shapely.equals(geometries(table)[0], shapely.box(101, 202, 105, 206))
+
+
+def test_self_intersecting_polygon_is_kept_as_given() -> None:
+    bow_tie = [[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]
+    table = parse_model_output(
+        reply({"imageGeometry": {"type": "Polygon", "coordinates": [bow_tie]}})
+    )
+    (geometry,) = geometries(table)
+    assert not geometry.is_valid
+    assert table.boxes.tolist() == [[0, 0, 10, 10]]
+    assert shapely.get_coordinates(geometry).tolist() == bow_tie

@@ -13,6 +13,7 @@ import pytest
 
 from worker.endpoints import HttpEndpoint, parse_retry_after
 from worker.errors import EndpointPermanentError, EndpointRetryableError
+from worker.limiter import AimdLimiter
 
 Script = list[tuple[int, dict[str, str], bytes]]
 
@@ -61,7 +62,7 @@ def invoke(server: ScriptedServer, retries: int = 3) -> bytes:
     async def call() -> bytes:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{server.server_address[1]}/invocations"
-            endpoint = HttpEndpoint(session, url, "model_selection=x", 5.0, retries)
+            endpoint = HttpEndpoint(session, url, "model_selection=x", 5.0, retries, AimdLimiter(4))
             return await endpoint.invoke(b"tile", "image/png")
 
     return asyncio.run(call())
