@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 from postprocessing.nms import non_max_suppression, soft_non_max_suppression
 from postprocessing.overlap import in_overlap_bands
@@ -100,6 +101,24 @@ def suppress_duplicates(
     keep = ~candidates
     keep[index[kept]] = True
     return Selection(np.flatnonzero(keep))
+
+
+def rows_in_region(table: DetectionTable, region: BaseGeometry) -> IntArray:
+    """Rows whose pixel geometry intersects the region (bounding boxes checked first)."""
+    if not len(table):
+        return np.empty(0, dtype=np.intp)
+    minx, miny, maxx, maxy = region.bounds
+    boxes = table.boxes
+    near = np.flatnonzero(
+        (boxes[:, 0] <= maxx)
+        & (boxes[:, 2] >= minx)
+        & (boxes[:, 1] <= maxy)
+        & (boxes[:, 3] >= miny)
+    )
+    geometries = shapely.from_wkb([table.geometries_wkb[i] for i in near.tolist()])
+    shapely.prepare(region)
+    inside: IntArray = near[shapely.intersects(region, geometries)]
+    return inside
 
 
 def geolocate(

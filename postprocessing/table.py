@@ -119,6 +119,18 @@ class DetectionTable:
             properties_json=[p for t in tables for p in t.properties_json],
         )
 
+    def take(self, rows: IntArray) -> DetectionTable:
+        """A table of the given rows, in that order."""
+        picked = rows.tolist()
+        return DetectionTable(
+            boxes=self.boxes[rows],
+            scores=self.scores[rows],
+            labels=[self.labels[i] for i in picked],
+            geometries_wkb=[self.geometries_wkb[i] for i in picked],
+            classes_json=[self.classes_json[i] for i in picked],
+            properties_json=[self.properties_json[i] for i in picked],
+        )
+
     def label_codes(self) -> IntArray:
         """Integer codes of the labels (equal labels, equal codes)."""
         if not self.labels:

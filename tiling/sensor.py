@@ -32,6 +32,16 @@ class AffineSensorModel:
         lons, lats = warp_transform(self.crs, WGS84, xs, ys)
         return np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
 
+    def world_to_image(self, lons: FloatArray, lats: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Map lon/lat degrees to pixel coordinates (the inverse of :meth:`image_to_world`)."""
+        xs, ys = lons, lats
+        if not self._is_wgs84 and lons.size:
+            projected = warp_transform(WGS84, self.crs, lons, lats)
+            xs = np.asarray(projected[0], dtype=np.float64)
+            ys = np.asarray(projected[1], dtype=np.float64)
+        a, b, c, d, e, f = (~self.transform)[:6]
+        return a * xs + b * ys + c, d * xs + e * ys + f
+
 
 def sensor_model_for(transform: Affine | None, crs: CRS | None) -> AffineSensorModel | None:
     """The best sensor model for an image, or None when it has no georeferencing."""

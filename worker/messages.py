@@ -11,6 +11,7 @@ import logging
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import shapely
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -171,6 +172,22 @@ class ImageRequest(WireModel):
         if unknown:
             allowed = ", ".join(ENDPOINT_PARAMETERS)
             raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+        return value
+
+    @field_validator("region_of_interest")
+    @classmethod
+    def _roi_is_polygonal_wkt(cls, value: str | None) -> str | None:
+        """A Polygon or MultiPolygon in WKT (lon/lat)."""
+        if value is None:
+            return None
+        try:
+            geometry = shapely.from_wkt(value)
+        except shapely.errors.ShapelyError as err:
+            raise ValueError(f"not valid WKT: {err}") from err
+        if geometry.geom_type not in {"Polygon", "MultiPolygon"} or geometry.is_empty:
+            raise ValueError(
+                f"must be a non-empty Polygon or MultiPolygon, got {geometry.geom_type}"
+            )
         return value
 
     @field_validator("feature_properties", mode="before")

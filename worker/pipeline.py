@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from postprocessing.detections import parse_model_output
@@ -23,15 +22,15 @@ from postprocessing.errors import ModelOutputError
 from postprocessing.features import (
     Distillation,
     FeatureContext,
-    TileLayout,
     feature_chunks,
     nitf_source_metadata,
+    rows_in_region,
     suppress_duplicates,
 )
 from postprocessing.table import DetectionTable
 from tiling.encode import TileGeoref, content_type, encode_tile
 from tiling.errors import ImageOpenError, TilingError
-from tiling.grid import Window, axis_origins, tile_grid
+from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
 from tiling.sensor import sensor_model_for
 from worker.endpoints import ModelEndpoint
@@ -39,6 +38,7 @@ from worker.errors import EndpointError, ImageUnavailableError, PermanentError
 from worker.jobstore import ImageOutcome, JobStore
 from worker.messages import ImageRequest
 from worker.output import write_outputs
+from worker.plan import plan_image
 from worker.settings import Settings
 from worker.sinks import Sink
 from worker.status import Status, StatusEvent, StatusPublisher
@@ -105,14 +105,6 @@ def distillation(request: ImageRequest) -> Distillation | None:
         sigma=algorithm.sigma,
         skip_box_threshold=algorithm.skip_box_threshold,
     )
-
-
-def tile_layout(bounds: Window, request: ImageRequest) -> TileLayout:
-    """The grid of the request's tiles over ``bounds``, for overlap-band selection."""
-    size, overlap = request.image_processor_tile_size, request.image_processor_tile_overlap
-    cols = np.asarray(axis_origins(bounds.width, size, overlap), dtype=np.intp) + bounds.col_off
-    rows = np.asarray(axis_origins(bounds.height, size, overlap), dtype=np.intp) + bounds.row_off
-    return TileLayout(cols, rows, min(size, bounds.width), min(size, bounds.height))
 
 
 def feature_context(info: ImageInfo, request: ImageRequest) -> FeatureContext:
@@ -186,11 +178,10 @@ class ImagePipeline:
             info = await self._in_thread(describe_image, url)
         except ImageOpenError as err:
             raise ImageUnavailableError(str(err)) from err
-        tiles = tile_grid(
-            info.bounds, request.image_processor_tile_size, request.image_processor_tile_overlap
-        )
+        plan = plan_image(info, request)
+        tiles = plan.tiles
         log.info(
-            "job %s image %s: %dx%d px, %d bands %s, %d tiles",
+            "job %s image %s: %dx%d px, %d bands %s; %d tiles over %s",
             request.job_id,
             url,
             info.width,
@@ -198,6 +189,7 @@ class ImagePipeline:
             info.band_count,
             info.dtype,
             len(tiles),
+            plan.bounds,
         )
         progress = TileProgress(len(tiles))
         reporter = asyncio.create_task(self._report(request, url, progress))
@@ -210,8 +202,10 @@ class ImagePipeline:
         if failed == len(tiles):
             raise PermanentError(f"all {failed} tiles failed; first: {progress.failures[0][1]}")
         table = await self._in_thread(DetectionTable.concat, tables)
+        if plan.region is not None:
+            table = table.take(await self._in_thread(rows_in_region, table, plan.region))
         selection = await self._in_thread(
-            suppress_duplicates, table, distillation(request), tile_layout(info.bounds, request)
+            suppress_duplicates, table, distillation(request), plan.layout
         )
         log.info(
             "job %s image %s: %d detections, %d after duplicate removal",

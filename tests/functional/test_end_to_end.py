@@ -226,3 +226,33 @@ def test_multi_variant_endpoint_gets_a_weighted_variant_per_job(
     expected = choose_variant([("blue", 3.0), ("green", 1.0)], request["jobId"])
     log_text = (stack.local.log_dir / "worker.log").read_text()
     assert f"job {request['jobId']}: endpoint centerpoint variant {expected}" in log_text
+
+
+def roi_wkt(cols: list[float], rows: list[float]) -> str:
+    to_wgs84 = Transformer.from_crs(32618, 4326, always_xy=True)
+    points = [to_wgs84.transform(*(TRANSFORM @ (c, r))) for c, r in zip(cols, rows, strict=True)]
+    return "POLYGON((" + ", ".join(f"{x!r} {y!r}" for x, y in [*points, points[0]]) + "))"
+
+
+def test_region_of_interest(stack: Stack, tmp_path: Path) -> None:
+    pixels = np.full((1, 2048, 2048), 150, dtype=np.uint8)
+    image_url = stack.upload(write_geotiff(tmp_path / "roi.tif", pixels, TRANSFORM, UTM))
+    roi = roi_wkt([100, 700, 700, 100], [100, 100, 700, 700])
+    request = stack.request(image_url, regionOfInterest=roi)
+    stack.submit(json.dumps(request))
+    assert stack.statuses.wait_terminal(request["jobId"])[-1].attributes["status"] == "SUCCESS"
+    assert int(stack.job_record(request["jobId"], image_url)["tile_count"]) == 4  # 2 x 2 over ROI
+    features = stack.result(request["jobId"])["features"]
+    assert len(features) == 4
+    for feature in features:
+        minx, miny, maxx, maxy = feature["properties"]["imageBBox"]
+        assert 100 <= minx < maxx <= 700
+        assert 100 <= miny < maxy <= 700
+
+    outside = stack.request(
+        image_url, regionOfInterest=roi_wkt([5000, 5600, 5600, 5000], [0, 0, 600, 600])
+    )
+    stack.submit(json.dumps(outside))
+    final = stack.statuses.wait_terminal(outside["jobId"])[-1]
+    assert final.attributes["status"] == "FAILED"
+    assert "regionOfInterest does not overlap the image" in final.message

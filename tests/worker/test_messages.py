@@ -172,6 +172,14 @@ def test_request_is_frozen() -> None:
         (json.dumps(minimal(outputs=[])), "at least one S3 or Kinesis output"),
         (json.dumps(minimal(jobId="")), "jobId"),
         (
+            json.dumps(minimal(regionOfInterest="POLYGON((0 0, 1 0")),
+            "regionOfInterest: not valid WKT",
+        ),
+        (
+            json.dumps(minimal(regionOfInterest="POINT (1 2)")),
+            "regionOfInterest: must be a non-empty Polygon or MultiPolygon, got Point",
+        ),
+        (
             json.dumps(minimal(imageProcessorParameters={"Body": "x"})),
             "imageProcessorParameters: unknown parameter(s) Body; allowed: ContentType, Accept",
         ),
