@@ -61,6 +61,40 @@ _RECIPES: dict[tuple[str, str], _Recipe] = {
 }
 
 
+# Pixel types each format can hold (GDAL drivers); NITF and GTIFF hold them all.
+_FORMAT_DTYPES: dict[str, frozenset[str]] = {
+    "PNG": frozenset({"uint8", "uint16"}),
+    "JPEG": frozenset({"uint8"}),
+}
+_JPEG_DTYPES = frozenset({"uint8"})
+_J2K_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32"})
+
+
+def resolve_encoding(dtype: str, tile_format: str, compression: str) -> tuple[str, str]:
+    """The format and compression to use for pixels of ``dtype``.
+
+    JPEG 2000 cannot hold floating-point pixels: NITF/J2K falls back to uncompressed NITF
+    (the caller logs it). Other impossible combinations are refused.
+
+    Raises:
+        UnsupportedEncodingError: Naming the pixel type and the pair.
+    """
+    tile_format, compression = tile_format.upper(), compression.upper()
+    allowed = _FORMAT_DTYPES.get(tile_format)
+    if allowed is not None and dtype not in allowed:
+        holds = ", ".join(sorted(allowed))
+        raise UnsupportedEncodingError(
+            f"{dtype} pixels cannot be encoded as {tile_format} (it holds {holds})"
+        )
+    if compression == "JPEG" and dtype not in _JPEG_DTYPES:
+        raise UnsupportedEncodingError(
+            f"{dtype} pixels cannot be JPEG-compressed (8-bit only); use compression NONE or LZW"
+        )
+    if compression == "J2K" and dtype not in _J2K_DTYPES:
+        return tile_format, "NONE"
+    return tile_format, compression
+
+
 def content_type(tile_format: str) -> str:
     """MIME type of a tile format (``image/nitf``, ``image/tiff``, ...)."""
     return CONTENT_TYPES[tile_format.upper()]

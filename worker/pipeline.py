@@ -38,7 +38,7 @@ from worker.errors import EndpointError, ImageUnavailableError, PermanentError
 from worker.jobstore import ImageOutcome, JobStore
 from worker.messages import ImageRequest
 from worker.output import write_outputs
-from worker.plan import plan_image
+from worker.plan import ImagePlan, plan_image
 from worker.settings import Settings
 from worker.sinks import Sink
 from worker.status import Status, StatusEvent, StatusPublisher
@@ -68,6 +68,7 @@ class SinkFactory(Protocol):
 class TileProgress:
     """Tiles done and failed so far for one image."""
 
+    job_id: str
     total: int
     done: int = 0
     failures: list[tuple[Window, str]] = field(default_factory=list)
@@ -191,11 +192,11 @@ class ImagePipeline:
             len(tiles),
             plan.bounds,
         )
-        progress = TileProgress(len(tiles))
+        progress = TileProgress(request.job_id, len(tiles))
         reporter = asyncio.create_task(self._report(request, url, progress))
         try:
             with WindowReader(url) as reader:
-                tables = await self._run_tiles(request, info, reader, tiles, progress)
+                tables = await self._run_tiles(request, info, reader, plan, progress)
         finally:
             reporter.cancel()
         failed = len(progress.failures)
@@ -244,7 +245,7 @@ class ImagePipeline:
         request: ImageRequest,
         info: ImageInfo,
         reader: WindowReader,
-        tiles: list[Window],
+        plan: ImagePlan,
         progress: TileProgress,
     ) -> list[DetectionTable]:
         """Encoders fill a bounded queue of tiles; callers send them to the endpoint.
@@ -253,14 +254,14 @@ class ImagePipeline:
         with ``endpoint_concurrency`` tiles in flight; at most that many wait encoded.
         """
         endpoint = await self._endpoints.for_request(request)
-        pending = iter(tiles)
-        concurrency = min(self._settings.endpoint_concurrency, len(tiles))
+        pending = iter(plan.tiles)
+        concurrency = min(self._settings.endpoint_concurrency, len(plan.tiles))
         ready: asyncio.Queue[tuple[Window, bytes] | None] = asyncio.Queue(concurrency)
         found: list[DetectionTable] = []
 
         async def encoder() -> None:
             for window in pending:  # shared iterator: each tile is taken by one encoder
-                payload = await self._encode(request, info, reader, window, progress)
+                payload = await self._encode(plan, info, reader, window, progress)
                 if payload is None:
                     progress.done += 1  # failed before the endpoint: done here
                 else:
@@ -268,7 +269,7 @@ class ImagePipeline:
 
         async def caller() -> None:
             while (item := await ready.get()) is not None:
-                found.append(await self._call(request, item[0], item[1], endpoint, progress))
+                found.append(await self._call(plan, item[0], item[1], endpoint, progress))
                 progress.done += 1
 
         async with asyncio.TaskGroup() as group:
@@ -282,7 +283,7 @@ class ImagePipeline:
 
     async def _encode(
         self,
-        request: ImageRequest,
+        plan: ImagePlan,
         info: ImageInfo,
         reader: WindowReader,
         window: Window,
@@ -290,38 +291,30 @@ class ImagePipeline:
     ) -> bytes | None:
         try:
             return await self._in_thread(
-                encode_window,
-                reader,
-                info,
-                window,
-                request.image_processor_tile_format.value,
-                request.image_processor_tile_compression.value,
+                encode_window, reader, info, window, plan.tile_format, plan.tile_compression
             )
         except TilingError as err:
-            self._tile_failed(request, window, err, progress)
+            self._tile_failed(window, err, progress)
             return None
 
     async def _call(
         self,
-        request: ImageRequest,
+        plan: ImagePlan,
         window: Window,
         payload: bytes,
         endpoint: ModelEndpoint,
         progress: TileProgress,
     ) -> DetectionTable:
         try:
-            tile_type = content_type(request.image_processor_tile_format.value)
-            body = await endpoint.invoke(payload, tile_type)
+            body = await endpoint.invoke(payload, content_type(plan.tile_format))
             return await self._in_thread(parse_tile_reply, body, window)
         except (EndpointError, ModelOutputError) as err:
-            self._tile_failed(request, window, err, progress)
+            self._tile_failed(window, err, progress)
             return DetectionTable()
 
     @staticmethod
-    def _tile_failed(
-        request: ImageRequest, window: Window, err: Exception, progress: TileProgress
-    ) -> None:
-        log.warning("job %s tile %s failed: %s", request.job_id, window, err)
+    def _tile_failed(window: Window, err: Exception, progress: TileProgress) -> None:
+        log.warning("job %s tile %s failed: %s", progress.job_id, window, err)
         progress.failures.append((window, str(err)))
 
     async def _report(self, request: ImageRequest, url: str, progress: TileProgress) -> None:

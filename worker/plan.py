@@ -3,18 +3,23 @@ tiles over them. No I/O."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 from postprocessing.features import TileLayout
+from tiling.encode import resolve_encoding
+from tiling.errors import UnsupportedEncodingError
 from tiling.grid import Window, axis_origins, tile_grid
 from tiling.image import ImageInfo
 from tiling.roi import RegionError, region_in_pixels, tiles_in_region
 from tiling.sensor import sensor_model_for
 from worker.errors import PermanentError
 from worker.messages import ImageRequest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class ImagePlan:
     bounds: Window
     tiles: list[Window]
     layout: TileLayout
+    tile_format: str
+    tile_compression: str
     region: BaseGeometry | None = None
 
 
@@ -59,4 +66,25 @@ def plan_image(info: ImageInfo, request: ImageRequest) -> ImagePlan:
     tiles = tile_grid(bounds, size, overlap)
     if region is not None:
         tiles = tiles_in_region(tiles, region)
-    return ImagePlan(bounds, tiles, tile_layout(bounds, request), region)
+    tile_format, compression = _encoding(info, request)
+    return ImagePlan(bounds, tiles, tile_layout(bounds, request), tile_format, compression, region)
+
+
+def _encoding(info: ImageInfo, request: ImageRequest) -> tuple[str, str]:
+    asked = (
+        request.image_processor_tile_format.value,
+        request.image_processor_tile_compression.value,
+    )
+    try:
+        chosen = resolve_encoding(info.dtype, *asked)
+    except UnsupportedEncodingError as err:
+        raise PermanentError(f"{err} ({info.url})") from err
+    if chosen != asked:
+        log.warning(
+            "job %s: %s pixels cannot be %s/%s; tiles are %s/%s",
+            request.job_id,
+            info.dtype,
+            *asked,
+            *chosen,
+        )
+    return chosen

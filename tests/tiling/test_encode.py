@@ -6,7 +6,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
-from tiling.encode import TileGeoref, content_type, decode_tile, encode_tile
+from tiling.encode import TileGeoref, content_type, decode_tile, encode_tile, resolve_encoding
 from tiling.errors import TileDecodeError, UnsupportedEncodingError
 
 PIXELS = np.random.default_rng(7).integers(0, 255, (3, 64, 48), dtype=np.uint8)
@@ -52,3 +52,35 @@ def test_errors() -> None:
     with pytest.raises(TileDecodeError):
         decode_tile(b"not an image")
     assert content_type("gtiff") == "image/tiff"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "pair", "expected"),
+    [
+        ("uint8", ("PNG", "NONE"), ("PNG", "NONE")),
+        ("uint16", ("png", "none"), ("PNG", "NONE")),
+        ("float32", ("NITF", "J2K"), ("NITF", "NONE")),  # JPEG 2000 holds no floats
+        ("uint16", ("NITF", "J2K"), ("NITF", "J2K")),
+        ("int16", ("GTIFF", "LZW"), ("GTIFF", "LZW")),
+    ],
+)
+def test_resolve_encoding(dtype: str, pair: tuple[str, str], expected: tuple[str, str]) -> None:
+    assert resolve_encoding(dtype, *pair) == expected
+
+
+@pytest.mark.parametrize(
+    ("dtype", "pair", "message"),
+    [
+        ("float32", ("PNG", "NONE"), "float32 pixels cannot be encoded as PNG"),
+        ("uint16", ("JPEG", "NONE"), "uint16 pixels cannot be encoded as JPEG"),
+        ("uint16", ("GTIFF", "JPEG"), "uint16 pixels cannot be JPEG-compressed"),
+    ],
+)
+def test_resolve_encoding_refusals(dtype: str, pair: tuple[str, str], message: str) -> None:
+    with pytest.raises(UnsupportedEncodingError, match=message):
+        resolve_encoding(dtype, *pair)
+
+
+def test_float_nitf_round_trip() -> None:
+    pixels = np.linspace(-1, 1, 2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16)
+    np.testing.assert_array_equal(decode_tile(encode_tile(pixels, "NITF", "NONE")), pixels)
