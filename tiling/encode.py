@@ -22,6 +22,9 @@ from rasterio.io import MemoryFile
 from tiling.errors import TileDecodeError, UnsupportedEncodingError
 from tiling.gdalenv import ensure_thread_env
 
+WGS84_EPSG = 4326
+_UTM_WGS84_EPSG = frozenset(range(32601, 32661)) | frozenset(range(32701, 32761))
+
 CONTENT_TYPES = {
     "NITF": "image/nitf",
     "GTIFF": "image/tiff",
@@ -32,7 +35,7 @@ CONTENT_TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class TileGeoref:
-    """Georeferencing written into formats that carry it (GTIFF)."""
+    """Georeferencing written into formats that carry it (GTIFF; NITF for WGS84 or UTM)."""
 
     transform: Affine
     crs: CRS | None
@@ -112,7 +115,8 @@ def encode_tile(
         pixels: Band-first pixel array; the pixel type and band count are kept.
         tile_format: NITF, GTIFF, PNG or JPEG.
         compression: NONE, JPEG, J2K or LZW.
-        georef: Georeferencing for formats that carry it (GTIFF); ignored by the others.
+        georef: Georeferencing, written into GTIFF tiles, and into NITF tiles (ICORDS and
+            IGEOLO of the tile's corners) when the CRS is WGS84 geographic or UTM.
 
     Returns:
         The encoded file.
@@ -133,19 +137,32 @@ def encode_tile(
         "width": pixels.shape[2],
         "dtype": pixels.dtype.name,
     }
-    if georef is not None and recipe.driver == "GTiff":
+    georeferenced = georef is not None and _carries(recipe.driver, georef.crs)
+    if georef is not None and georeferenced:
         profile.update(transform=georef.transform, crs=georef.crs)
     ensure_thread_env()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            if recipe.create_copy:
+            # A georeferenced NITF is made by CreateCopy, which sets ICORDS and IGEOLO.
+            if recipe.create_copy or (georeferenced and recipe.driver == "NITF"):
                 return _encode_by_copy(pixels, recipe, profile)
             return _encode_direct(pixels, recipe, profile)
     except (RasterioError, CPLE_BaseError, ValueError, TypeError) as err:
         raise UnsupportedEncodingError(
             f"cannot encode {pixels.dtype.name} pixels as {tile_format}/{compression}: {err}"
         ) from err
+
+
+def _carries(driver: str, crs: CRS | None) -> bool:
+    """Whether a tile of ``driver`` can carry georeferencing in ``crs``."""
+    if driver == "GTiff":
+        return True
+    if driver != "NITF" or crs is None:
+        return False
+    # NITF IGEOLO holds WGS84 geographic or UTM corners only.
+    epsg = crs.to_epsg()
+    return epsg == WGS84_EPSG or (epsg is not None and epsg in _UTM_WGS84_EPSG)
 
 
 def _encode_direct(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str, Any]) -> bytes:

@@ -84,3 +84,26 @@ def test_resolve_encoding_refusals(dtype: str, pair: tuple[str, str], message: s
 def test_float_nitf_round_trip() -> None:
     pixels = np.linspace(-1, 1, 2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16)
     np.testing.assert_array_equal(decode_tile(encode_tile(pixels, "NITF", "NONE")), pixels)
+
+
+def test_nitf_tile_carries_igeolo_of_its_corners() -> None:
+    georef = TileGeoref(Affine(0.001, 0, 85.0, 0, -0.001, 33.0), CRS.from_epsg(4326))
+    for compression in ("NONE", "JPEG"):
+        data = encode_tile(PIXELS, "NITF", compression, georef)
+        with MemoryFile(data) as memfile, memfile.open() as src:
+            assert src.tags()["NITF_ICORDS"] == "G"
+            assert src.crs == georef.crs
+            # IGEOLO has one-second precision: the corners agree within a second.
+            left, top = src.transform @ (0, 0)
+            assert left == pytest.approx(85.0, abs=1 / 3600)
+            assert top == pytest.approx(33.0, abs=1 / 3600)
+
+
+def test_nitf_tile_in_utm_and_other_crs() -> None:
+    utm = TileGeoref(Affine(0.5, 0, 583000, 0, -0.5, 4507000), CRS.from_epsg(32618))
+    with MemoryFile(encode_tile(PIXELS, "NITF", "NONE", utm)) as memfile, memfile.open() as src:
+        assert src.tags()["NITF_ICORDS"] == "N"
+        assert src.crs == utm.crs
+    mercator = TileGeoref(utm.transform, CRS.from_epsg(3857))  # NITF cannot hold it: no georef
+    decoded = decode_tile(encode_tile(PIXELS, "NITF", "NONE", mercator))
+    np.testing.assert_array_equal(decoded, PIXELS)
