@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from worker.errors import InvalidRequestError
-from worker.messages import ImageRequest, parse_image_request
+from worker.messages import ImageRequest, RequestLimits, parse_image_request
 from worker.settings import Settings
 from worker.status import Status
 
@@ -58,14 +58,19 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
-def submit(sqs: SQSClient, queue_url: str, request: dict[str, Any]) -> ImageRequest:
+def submit(
+    sqs: SQSClient,
+    queue_url: str,
+    request: dict[str, Any],
+    limits: RequestLimits | None = None,
+) -> ImageRequest:
     """Validate a request locally (clear errors before it is queued), then send it.
 
     Raises:
         InvalidRequestError: If the request is not valid.
     """
     body = json.dumps(request)
-    parsed = parse_image_request(body)
+    parsed = parse_image_request(body, limits)
     sqs.send_message(QueueUrl=queue_url, MessageBody=body)
     return parsed
 
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     queue = settings.image_queue
     queue_url = queue if "://" in queue else sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     try:
-        request = submit(sqs, queue_url, request_from_args(args))
+        request = submit(sqs, queue_url, request_from_args(args), settings.request_limits)
     except (InvalidRequestError, OSError, json.JSONDecodeError) as err:
         print(f"modelrunner: {err}", file=sys.stderr)  # noqa: T201
         return 2

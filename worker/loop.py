@@ -75,7 +75,7 @@ class Worker:
 
     async def _handle(self, message: QueueMessage) -> None:
         try:
-            request = parse_image_request(message.body)
+            request = parse_image_request(message.body, self._settings.request_limits)
         except InvalidRequestError as err:
             await self._reject(message, job_id_of(message.body) or UNKNOWN_JOB_ID, str(err))
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -259,12 +260,61 @@ def describe_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_image_request(body: str | bytes) -> ImageRequest:
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request may ask for (``MODELRUNNER_MAX_*`` settings)."""
+
+    max_message_bytes: int = 256 * 1024
+    max_tile_size_px: int = 4096
+    max_images: int = 100
+    max_roi_vertices: int = 10_000
+    max_feature_properties_bytes: int = 64 * 1024
+
+
+def check_limits(request: ImageRequest, limits: RequestLimits) -> None:
+    """Refuse a request over a limit, naming the field and the limit.
+
+    Raises:
+        InvalidRequestError: If a limit is exceeded.
+    """
+    over: list[str] = []
+    if request.image_processor_tile_size > limits.max_tile_size_px:
+        over.append(
+            f"imageProcessorTileSize {request.image_processor_tile_size} is over the limit"
+            f" of {limits.max_tile_size_px} px"
+        )
+    if len(request.image_urls) > limits.max_images:
+        over.append(
+            f"imageUrls has {len(request.image_urls)} images; the limit is {limits.max_images}"
+        )
+    if request.region_of_interest is not None:
+        vertices = int(shapely.get_num_coordinates(shapely.from_wkt(request.region_of_interest)))
+        if vertices > limits.max_roi_vertices:
+            over.append(
+                f"regionOfInterest has {vertices} vertices; the limit is {limits.max_roi_vertices}"
+            )
+    properties_bytes = len(json.dumps(request.feature_properties))
+    if properties_bytes > limits.max_feature_properties_bytes:
+        over.append(
+            f"featureProperties is {properties_bytes} bytes; the limit is"
+            f" {limits.max_feature_properties_bytes}"
+        )
+    if over:
+        raise InvalidRequestError("request over a limit: " + "; ".join(over))
+
+
+def parse_image_request(body: str | bytes, limits: RequestLimits | None = None) -> ImageRequest:
     """Parse and validate an ImageRequest message body.
 
     Raises:
         InvalidRequestError: With a message naming the field and the reason.
     """
+    limits = limits or RequestLimits()
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > limits.max_message_bytes:
+        raise InvalidRequestError(
+            f"message body is {size} bytes; the limit is {limits.max_message_bytes}"
+        )
     try:
         raw = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -276,11 +326,13 @@ def parse_image_request(body: str | bytes) -> ImageRequest:
     if unknown:
         log.info("ignoring unknown ImageRequest keys: %s", ", ".join(unknown))
     try:
-        return ImageRequest.model_validate(raw)
+        request = ImageRequest.model_validate(raw)
     except ValidationError as err:
         raise InvalidRequestError(
             f"invalid ImageRequest: {describe_validation_error(err)}"
         ) from err
+    check_limits(request, limits)
+    return request
 
 
 def job_id_of(body: str | bytes) -> str | None:

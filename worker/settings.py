@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.messages import RequestLimits
+
 
 class Settings(BaseSettings):
     """Worker configuration (see the README table)."""
@@ -33,3 +35,19 @@ class Settings(BaseSettings):
     tile_retries: Annotated[int, Field(ge=0, le=10)] = 3
     job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
     gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
+    max_images: Annotated[int, Field(ge=1)] = 100
+    max_roi_vertices: Annotated[int, Field(ge=4)] = 10_000
+    max_feature_properties_bytes: Annotated[int, Field(ge=2)] = 64 * 1024
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        """The request limits these settings set."""
+        return RequestLimits(
+            max_message_bytes=self.max_message_bytes,
+            max_tile_size_px=self.max_tile_size_px,
+            max_images=self.max_images,
+            max_roi_vertices=self.max_roi_vertices,
+            max_feature_properties_bytes=self.max_feature_properties_bytes,
+        )

@@ -10,6 +10,7 @@ from worker.messages import (
     AlgorithmType,
     KinesisOutput,
     ProcessorType,
+    RequestLimits,
     S3Output,
     TileCompression,
     TileFormat,
@@ -203,3 +204,40 @@ def test_job_id_of_bad_messages() -> None:
     assert job_id_of(json.dumps({"jobId": "j"})) == "j"
     assert job_id_of("garbage") is None
     assert job_id_of("[]") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"imageProcessorTileSize": 8192},
+            "imageProcessorTileSize 8192 is over the limit of 4096 px",
+        ),
+        (
+            {"imageUrls": [f"s3://b/{i}.tif" for i in range(101)]},
+            "imageUrls has 101 images; the limit is 100",
+        ),
+        (
+            {
+                "regionOfInterest": "POLYGON(("
+                + ", ".join(f"{i} {i % 7}" for i in range(10_001))
+                + ", 0 0))"
+            },
+            "regionOfInterest has 10002 vertices; the limit is 10000",
+        ),
+        ({"featureProperties": [{"x": "y" * 70_000}]}, "featureProperties is 70011 bytes"),
+    ],
+)
+def test_request_limits(change: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InvalidRequestError, match="request over a limit") as caught:
+        parse(minimal(**change))
+    assert expected in str(caught.value)
+
+
+def test_message_size_limit() -> None:
+    body = json.dumps(minimal(jobName="x" * 300_000))
+    with pytest.raises(
+        InvalidRequestError, match=r"message body is \d+ bytes; the limit is 262144"
+    ):
+        parse_image_request(body)
+    assert parse_image_request(body, RequestLimits(max_message_bytes=1_000_000)).job_name
