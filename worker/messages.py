@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 import shapely
 from pydantic import (
     BaseModel,
@@ -316,8 +317,8 @@ def parse_image_request(body: str | bytes, limits: RequestLimits | None = None) 
             f"message body is {size} bytes; the limit is {limits.max_message_bytes}"
         )
     try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raw = orjson.loads(body)  # bounded nesting depth, unlike json.loads
+    except orjson.JSONDecodeError as err:
         raise InvalidRequestError(f"message body is not valid JSON: {err}") from err
     if not isinstance(raw, dict):
         raise InvalidRequestError("message body must be a JSON object (an ImageRequest)")
@@ -338,8 +339,8 @@ def parse_image_request(body: str | bytes, limits: RequestLimits | None = None) 
 def job_id_of(body: str | bytes) -> str | None:
     """Best-effort job id of a message that failed validation (for its FAILED status)."""
     try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return None
     job_id = raw.get("jobId") if isinstance(raw, dict) else None
     return job_id if isinstance(job_id, str) and job_id else None
