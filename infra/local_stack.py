@@ -126,6 +126,8 @@ class LocalStack:
             **self.aws_env,
             **self.resources.worker_environment(),
             "MODELRUNNER_POLL_WAIT_S": "1",
+            "MODELRUNNER_IMAGE_URL_SCHEMES": "s3,file",
+            "MODELRUNNER_ENDPOINT_HOSTS": "127.0.0.1",
             "MODELRUNNER_PROGRESS_INTERVAL_S": "1",
             **overrides,
         }

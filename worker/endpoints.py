@@ -117,7 +117,11 @@ class HttpEndpoint:
         headers = {**self._headers, "Content-Type": content_type}
         try:
             async with self._session.post(
-                self.url, data=payload, headers=headers, timeout=self._timeout
+                self.url,
+                data=payload,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect could point anywhere: it fails the tile
             ) as response:
                 body = await response.read()
                 status = response.status

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from worker.errors import InvalidRequestError, RetryableError
 from worker.messages import ImageRequest, job_id_of, parse_image_request
 from worker.pipeline import ImagePipeline
+from worker.policy import check_endpoint, check_image_urls
 from worker.queue import MessageQueue, QueueMessage
 from worker.settings import Settings
 from worker.status import Status, StatusEvent, StatusPublisher
@@ -76,6 +77,8 @@ class Worker:
     async def _handle(self, message: QueueMessage) -> None:
         try:
             request = parse_image_request(message.body, self._settings.request_limits)
+            check_image_urls(request, self._settings.allowed_image_schemes)
+            await asyncio.to_thread(check_endpoint, request, self._settings.allowed_endpoint_hosts)
         except InvalidRequestError as err:
             await self._reject(message, job_id_of(message.body) or UNKNOWN_JOB_ID, str(err))
             return

@@ -35,11 +35,23 @@ class Settings(BaseSettings):
     tile_retries: Annotated[int, Field(ge=0, le=10)] = 3
     job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
     gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
+    image_url_schemes: str = "s3"
+    endpoint_hosts: str = ""
     max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
     max_images: Annotated[int, Field(ge=1)] = 100
     max_roi_vertices: Annotated[int, Field(ge=4)] = 10_000
     max_feature_properties_bytes: Annotated[int, Field(ge=2)] = 64 * 1024
+
+    @property
+    def allowed_image_schemes(self) -> frozenset[str]:
+        """Image URL schemes requests may use (``file`` = local paths)."""
+        return frozenset(p.strip().lower() for p in self.image_url_schemes.split(",") if p.strip())
+
+    @property
+    def allowed_endpoint_hosts(self) -> frozenset[str]:
+        """Hosts (or host:port) HTTP model endpoints may be on."""
+        return frozenset(p.strip().lower() for p in self.endpoint_hosts.split(",") if p.strip())
 
     @property
     def request_limits(self) -> RequestLimits:

@@ -31,6 +31,16 @@ def test_bad_requests_are_failed_and_dead_lettered(stack: Stack, tmp_path: Path)
             "imageProcessorTileOverlap (512) must be smaller than imageProcessorTileSize (512)",
         ),
         (
+            "http-image",
+            {"imageUrls": ["https://example.com/image.tif"]},
+            "'https://example.com/image.tif' is not allowed; allowed schemes: file, s3",
+        ),
+        (
+            "endpoint-host",
+            {"imageProcessor": {"name": "http://localhost:1/invocations", "type": "HTTP_ENDPOINT"}},
+            "host localhost is not an allowed model host",
+        ),
+        (
             "no-image",
             {"imageUrls": [f"s3://{stack.local.resources.image_bucket}/none-{marker}.tif"]},
             "cannot open image",
