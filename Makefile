@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit functional bench clean
+.PHONY: run test lint typecheck unit functional fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ functional: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Property tests with fresh random examples (make test derives them deterministically).
+FUZZ_ROUNDS ?= 10
+fuzz: $(STAMP)
+	for round in $$(seq $(FUZZ_ROUNDS)); do \
+		$(BIN)/pytest -q -p no:cacheprovider --hypothesis-profile=fuzz -m "not functional" \
+			tests/postprocessing tests/worker tests/tiling || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput

@@ -173,7 +173,14 @@ def _pixel_geometry(index: int, properties: dict[str, Any]) -> BaseGeometry:
         if box is not None:
             minx, miny, maxx, maxy = (float(v) for v in box)
             return shapely.box(minx, miny, maxx, maxy)
-    except (ValueError, TypeError, KeyError, AttributeError, shapely.errors.ShapelyError) as err:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        shapely.errors.ShapelyError,
+    ) as err:
         raise ModelOutputError(f"feature {index}: invalid pixel geometry: {err}") from err
     raise ModelOutputError(
         f"feature {index}: no pixel geometry (imageGeometry, imageBBox or a legacy name)"

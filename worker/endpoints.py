@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +32,8 @@ MAX_ERROR_CHARS = 300
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 10.0
 RETRY_AFTER_CAP_S = 60.0
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
 
 
 class ModelEndpoint(Protocol):
@@ -73,6 +75,22 @@ async def with_retries(
             await asyncio.sleep(delay)
 
 
+async def read_capped(chunks: AsyncIterator[bytes], what: str, limit: int) -> bytes:
+    """A reply body, refused once it grows past ``limit`` bytes.
+
+    Raises:
+        EndpointPermanentError: For a larger reply (the tile fails).
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise EndpointPermanentError(f"{what}: reply over the {limit} byte limit")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent."""
     if not value:
@@ -98,6 +116,7 @@ class HttpEndpoint:
         timeout_s: float,
         retries: int,
         limiter: AimdLimiter,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         """Call ``url`` through the pooled ``session``, under ``limiter``."""
         self._session = session
@@ -106,6 +125,7 @@ class HttpEndpoint:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._retries = retries
         self._limiter = limiter
+        self._max_reply_bytes = max_reply_bytes
 
     async def invoke(self, payload: bytes, content_type: str) -> bytes:
         """POST one tile, retrying throttling, 5xx, timeouts and connection errors."""
@@ -123,7 +143,9 @@ class HttpEndpoint:
                 timeout=self._timeout,
                 allow_redirects=False,  # a redirect could point anywhere: it fails the tile
             ) as response:
-                body = await response.read()
+                body = await read_capped(
+                    response.content.iter_chunked(READ_CHUNK_BYTES), self.url, self._max_reply_bytes
+                )
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:
@@ -150,6 +172,7 @@ class SageMakerEndpoint:
         parameters: dict[str, Any],
         retries: int,
         limiter: AimdLimiter,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         """Invoke ``name`` through ``client`` with ``parameters`` (ContentType, ...)."""
         self._client = client
@@ -157,6 +180,7 @@ class SageMakerEndpoint:
         self._parameters = parameters
         self._retries = retries
         self._limiter = limiter
+        self._max_reply_bytes = max_reply_bytes
 
     async def invoke(self, payload: bytes, content_type: str) -> bytes:
         """Invoke the endpoint with one tile."""
@@ -171,7 +195,9 @@ class SageMakerEndpoint:
                 EndpointName=self.name, Body=payload, **parameters
             )
             async with reply["Body"] as stream:
-                return bytes(await stream.read())
+                return await read_capped(
+                    stream.iter_chunks(READ_CHUNK_BYTES), self.name, self._max_reply_bytes
+                )
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

@@ -75,6 +75,7 @@ class Endpoints:
                 self._settings.endpoint_timeout_s,
                 self._settings.tile_retries,
                 self._limiter(processor.name),
+                self._settings.max_reply_bytes,
             )
         if "TargetVariant" not in parameters:
             variants = await self._variants.variants(processor.name)
@@ -91,6 +92,7 @@ class Endpoints:
             parameters,
             self._settings.tile_retries,
             self._limiter(processor.name),
+            self._settings.max_reply_bytes,
         )
 
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
     image_url_schemes: str = "s3"
     endpoint_hosts: str = ""
+    max_reply_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
     max_images: Annotated[int, Field(ge=1)] = 100

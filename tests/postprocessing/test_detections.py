@@ -88,6 +88,10 @@ def test_empty_collection() -> None:
         (reply({"imageBBox": [0, 0, 1, 1], "featureClasses": "x"}), "featureClasses"),
         (reply({"imageBBox": [0, 0, 1, 1], "featureClasses": [{"score": "x"}]}), "not a number"),
         (reply({"imageGeometry": {"type": "Polygon", "coordinates": []}}), "empty pixel geometry"),
+        (
+            reply({"imageGeometry": {"type": "MultiPolygon", "coordinates": [[], [0]]}}),
+            "invalid pixel geometry",
+        ),
     ],
 )
 def test_bad_replies(body: bytes, message: str) -> None:

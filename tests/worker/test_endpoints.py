@@ -58,11 +58,13 @@ def server() -> Iterator[ScriptedServer]:
     srv.server_close()
 
 
-def invoke(server: ScriptedServer, retries: int = 3) -> bytes:
+def invoke(server: ScriptedServer, retries: int = 3, max_reply_bytes: int = 1 << 20) -> bytes:
     async def call() -> bytes:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{server.server_address[1]}/invocations"
-            endpoint = HttpEndpoint(session, url, "model_selection=x", 5.0, retries, AimdLimiter(4))
+            endpoint = HttpEndpoint(
+                session, url, "model_selection=x", 5.0, retries, AimdLimiter(4), max_reply_bytes
+            )
             return await endpoint.invoke(b"tile", "image/png")
 
     return asyncio.run(call())
@@ -116,3 +118,18 @@ def test_parse_retry_after_http_date() -> None:
     seconds = parse_retry_after(when)
     assert seconds is not None
     assert 25 < seconds <= 30
+
+
+def test_reply_size_is_capped(server: ScriptedServer) -> None:
+    server.script = [(200, {}, b"x" * 5000)]
+    with pytest.raises(EndpointPermanentError, match="reply over the 4096 byte limit"):
+        invoke(server, max_reply_bytes=4096)
+    server.script = [(200, {}, b"x" * 4096)]
+    assert len(invoke(server, max_reply_bytes=4096)) == 4096
+
+
+def test_redirects_are_not_followed(server: ScriptedServer) -> None:
+    server.script = [(302, {"Location": "http://169.254.169.254/latest"}, b"")]
+    with pytest.raises(EndpointPermanentError, match="HTTP 302"):
+        invoke(server)
+    assert len(server.calls) == 1
