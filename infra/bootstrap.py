@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import boto3
 
 if TYPE_CHECKING:
+    from mypy_boto3_sns.client import SNSClient
     from mypy_boto3_sqs.client import SQSClient
 
 DEFAULT_REDRIVE_COUNT = 5
@@ -26,10 +27,13 @@ class ResourceNames:
     region_queue: str = "ModelRunnerRegionQueue"
     status_queue: str = "ModelRunnerStatusQueue"
     job_table: str = "ModelRunnerJobs"
-    region_table: str = "ModelRunnerRegions"
     status_topic: str = "ModelRunnerStatus"
+    region_status_topic: str = "ModelRunnerRegionStatus"
+    region_status_queue: str = "ModelRunnerRegionStatusQueue"
     bucket: str = "modelrunner-results"
     image_bucket: str = "modelrunner-images"
+    staging_bucket: str = "modelrunner-staging"
+    staging_expiry_days: int = 7
     stream: str = "modelrunner-results"
     stream_shards: int = 2
     visibility_timeout_s: int = 300
@@ -46,10 +50,12 @@ class Resources:
     region_dlq_url: str
     status_queue_url: str
     status_topic_arn: str
+    region_status_queue_url: str
+    region_status_topic_arn: str
     job_table: str
-    region_table: str
     bucket: str
     image_bucket: str
+    staging_bucket: str
     stream: str
 
     def worker_environment(self) -> dict[str, str]:
@@ -60,8 +66,9 @@ class Resources:
             "MODELRUNNER_REGION_QUEUE": self.region_queue_url,
             "MODELRUNNER_REGION_DLQ": self.region_dlq_url,
             "MODELRUNNER_STATUS_TOPIC_ARN": self.status_topic_arn,
+            "MODELRUNNER_REGION_STATUS_TOPIC_ARN": self.region_status_topic_arn,
             "MODELRUNNER_JOB_TABLE": self.job_table,
-            "MODELRUNNER_REGION_TABLE": self.region_table,
+            "MODELRUNNER_STAGING_BUCKET": self.staging_bucket,
         }
 
 
@@ -81,6 +88,17 @@ def _queue_with_dlq(sqs: SQSClient, name: str, names: ResourceNames) -> tuple[st
     return url, dlq_url
 
 
+def _topic_with_queue(sqs: SQSClient, sns: SNSClient, topic: str, queue: str) -> tuple[str, str]:
+    """A topic and a queue subscribed to it (what a status consumer would read)."""
+    topic_arn = sns.create_topic(Name=topic)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return topic_arn, queue_url
+
+
 def provision(
     endpoint_url: str, region: str = "us-east-1", names: ResourceNames | None = None
 ) -> Resources:
@@ -92,16 +110,14 @@ def provision(
     region_url, region_dlq = _queue_with_dlq(sqs, names.region_queue, names)
 
     sns = session.client("sns", endpoint_url=endpoint_url)
-    topic_arn = sns.create_topic(Name=names.status_topic)["TopicArn"]
-    status_url = sqs.create_queue(QueueName=names.status_queue)["QueueUrl"]
-    status_arn = sqs.get_queue_attributes(QueueUrl=status_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=status_arn)
+    topic_arn, status_url = _topic_with_queue(sqs, sns, names.status_topic, names.status_queue)
+    region_topic_arn, region_status_url = _topic_with_queue(
+        sqs, sns, names.region_status_topic, names.region_status_queue
+    )
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     existing = set(dynamodb.list_tables()["TableNames"])
-    tables = {names.job_table: ["image_id"], names.region_table: ["image_id", "region_id"]}
+    tables = {names.job_table: ["image_id"]}
     for table, keys in tables.items():
         if table in existing:
             continue
@@ -121,8 +137,21 @@ def provision(
 
     s3 = session.client("s3", endpoint_url=endpoint_url)
     buckets = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in {names.bucket, names.image_bucket} - buckets:
+    for bucket in {names.bucket, names.image_bucket, names.staging_bucket} - buckets:
         s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=names.staging_bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "expire-staged-regions",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "Expiration": {"Days": names.staging_expiry_days},
+                }
+            ]
+        },
+    )
 
     kinesis = session.client("kinesis", endpoint_url=endpoint_url)
     if names.stream not in kinesis.list_streams()["StreamNames"]:
@@ -135,10 +164,12 @@ def provision(
         region_dlq_url=region_dlq,
         status_queue_url=status_url,
         status_topic_arn=topic_arn,
+        region_status_queue_url=region_status_url,
+        region_status_topic_arn=region_topic_arn,
         job_table=names.job_table,
-        region_table=names.region_table,
         bucket=names.bucket,
         image_bucket=names.image_bucket,
+        staging_bucket=names.staging_bucket,
         stream=names.stream,
     )
 

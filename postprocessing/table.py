@@ -137,3 +137,55 @@ class DetectionTable:
             return np.empty(0, dtype=np.intp)
         _, codes = np.unique(np.asarray(self.labels, dtype=object), return_inverse=True)
         return codes.astype(np.intp)
+
+
+def _pack(items: list[bytes]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    lengths = np.fromiter((len(i) for i in items), dtype=np.int64, count=len(items))
+    return np.frombuffer(b"".join(items), dtype=np.uint8), lengths
+
+
+def _unpack(blob: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> list[bytes]:
+    data = blob.tobytes()
+    ends = np.cumsum(lengths).tolist()
+    starts = [0, *ends[:-1]]
+    return [data[s:e] for s, e in zip(starts, ends, strict=True)]
+
+
+_TEXT_COLUMNS = ("labels", "classes_json", "properties_json")
+
+
+def table_arrays(table: DetectionTable) -> dict[str, npt.NDArray[Any]]:
+    """The table as plain numpy arrays (no pickled objects), e.g. for ``numpy.savez``."""
+    arrays: dict[str, npt.NDArray[Any]] = {"boxes": table.boxes, "scores": table.scores}
+    columns: dict[str, list[bytes]] = {
+        name: [s.encode() for s in getattr(table, name)] for name in _TEXT_COLUMNS
+    }
+    columns["geometries_wkb"] = table.geometries_wkb
+    for name, items in columns.items():
+        arrays[f"{name}.data"], arrays[f"{name}.lengths"] = _pack(items)
+    return arrays
+
+
+def table_from_arrays(arrays: Any) -> DetectionTable:
+    """The table :func:`table_arrays` stored (``arrays`` maps names to arrays, as npz does).
+
+    Raises:
+        ValueError: If the arrays are inconsistent.
+        KeyError: If an array is missing.
+    """
+    boxes = np.asarray(arrays["boxes"], dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(arrays["scores"], dtype=np.float64)
+    columns = {
+        name: _unpack(arrays[f"{name}.data"], arrays[f"{name}.lengths"])
+        for name in (*_TEXT_COLUMNS, "geometries_wkb")
+    }
+    if any(len(c) != len(scores) for c in columns.values()) or len(boxes) != len(scores):
+        raise ValueError("staged detection columns differ in length")
+    return DetectionTable(
+        boxes=boxes,
+        scores=scores,
+        labels=[b.decode() for b in columns["labels"]],
+        geometries_wkb=columns["geometries_wkb"],
+        classes_json=[b.decode() for b in columns["classes_json"]],
+        properties_json=[b.decode() for b in columns["properties_json"]],
+    )

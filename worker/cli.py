@@ -85,7 +85,9 @@ def image_records(
             TableName=table, Key={"image_id": {"S": f"{request.job_id}:{url}"}}, ConsistentRead=True
         ).get("Item")
         if item:
-            records.append({k: str(v.get("S", v.get("N", ""))) for k, v in item.items()})
+            record = {k: str(v.get("S", v.get("N", ""))) for k, v in item.items()}
+            record["regions_done"] = str(len(item.get("regions_done", {}).get("NS", [])))
+            records.append(record)
     return records
 
 
@@ -107,7 +109,8 @@ def wait_for_job(
     while time.monotonic() < deadline:
         records = image_records(dynamodb, table, request)
         line = "; ".join(
-            f"{r['status']} {r.get('tiles_done', 0)}/{r.get('tile_count', '?')} tiles"
+            f"{r['status']} {r['regions_done']}/{r.get('region_count', '?')} regions"
+            f" ({r.get('tile_count', '?')} tiles)"
             for r in records
         )
         if line and line != last:

@@ -265,7 +265,7 @@ def describe_validation_error(err: ValidationError) -> str:
 class RequestLimits:
     """What one request may ask for (``MODELRUNNER_MAX_*`` settings)."""
 
-    max_message_bytes: int = 256 * 1024
+    max_message_bytes: int = 254 * 1024
     max_tile_size_px: int = 4096
     max_images: int = 100
     max_roi_vertices: int = 10_000
@@ -344,3 +344,54 @@ def job_id_of(body: str | bytes) -> str | None:
         return None
     job_id = raw.get("jobId") if isinstance(raw, dict) else None
     return job_id if isinstance(job_id, str) and job_id else None
+
+
+MAX_SQS_MESSAGE_BYTES = 256 * 1024
+REGION_ENVELOPE_BYTES = 2 * 1024
+
+
+class RegionRequest(WireModel):
+    """A region of an image for any worker: sent by the planning worker to the region queue.
+
+    It carries the original ImageRequest body, so the worker that takes it validates and plans
+    exactly what the planner did.
+    """
+
+    job_id: str
+    image_index: Annotated[int, Field(ge=0)]
+    region_id: Annotated[int, Field(ge=1)]
+    region_count: Annotated[int, Field(ge=1)]
+    tile_count: Annotated[int, Field(ge=1)]
+    region_bounds: tuple[int, int, int, int]  # col, row, width, height in image pixels
+    image_request: str
+
+    def body(self) -> str:
+        """The message body."""
+        return self.model_dump_json(by_alias=True)
+
+
+def parse_region_request(
+    body: str | bytes, limits: RequestLimits | None = None
+) -> tuple[RegionRequest, ImageRequest]:
+    """Parse a region message and the ImageRequest it carries.
+
+    Raises:
+        InvalidRequestError: With a message naming the field and the reason.
+    """
+    try:
+        region = RegionRequest.model_validate_json(body)
+    except ValidationError as err:
+        raise InvalidRequestError(
+            f"invalid RegionRequest: {describe_validation_error(err)}"
+        ) from err
+    request = parse_image_request(region.image_request, limits)
+    if request.job_id != region.job_id or region.image_index >= len(request.image_urls):
+        raise InvalidRequestError(
+            f"RegionRequest for job {region.job_id} image {region.image_index} does not match"
+            f" its imageRequest (job {request.job_id}, {len(request.image_urls)} images)"
+        )
+    if region.region_id > region.region_count:
+        raise InvalidRequestError(
+            f"regionId {region.region_id} is beyond regionCount {region.region_count}"
+        )
+    return region, request

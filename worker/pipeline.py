@@ -1,7 +1,9 @@
-"""The image pipeline: read -> encode -> invoke -> parse/shift -> NMS -> geolocate -> outputs.
+"""The image pipeline: plan an image; run a region (read -> encode -> invoke -> parse/shift);
+finalise an image (NMS over all regions -> geolocate -> outputs).
 
-One image at a time per call; tiles flow through a bounded number of concurrent tile tasks, so
-memory holds at most ``endpoint_concurrency`` tiles whatever the image size.
+Tiles flow through a bounded number of concurrent tile tasks, so memory holds at most
+``endpoint_concurrency`` encoded tiles whatever the image size. Which worker runs which region,
+and when an image is finalised, is the coordinator's business (:mod:`worker.coordinator`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from postprocessing.detections import parse_model_output
 from postprocessing.errors import ModelOutputError
@@ -35,13 +35,15 @@ from tiling.image import ImageInfo, WindowReader, describe_image
 from tiling.sensor import sensor_model_for
 from worker.endpoints import ModelEndpoint
 from worker.errors import EndpointError, ImageUnavailableError, PermanentError
-from worker.jobstore import ImageOutcome, JobStore
+from worker.jobstore import ImageOutcome
 from worker.messages import ImageRequest
 from worker.output import write_outputs
 from worker.plan import ImagePlan, plan_image
+from worker.regions import Region, split_regions
 from worker.settings import Settings
 from worker.sinks import Sink
-from worker.status import Status, StatusEvent, StatusPublisher
+from worker.staging import FailedTile, StagedRegion
+from worker.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class TileProgress:
     job_id: str
     total: int
     done: int = 0
-    failures: list[tuple[Window, str]] = field(default_factory=list)
+    failures: list[FailedTile] = field(default_factory=list)
 
 
 def output_name(request: ImageRequest, index: int) -> str:
@@ -124,89 +126,107 @@ def feature_context(info: ImageInfo, request: ImageRequest) -> FeatureContext:
     )
 
 
+@dataclass(frozen=True)
+class ImageJob:
+    """One image of a request, planned: its header, tiles and regions."""
+
+    request: ImageRequest
+    index: int
+    info: ImageInfo
+    plan: ImagePlan
+    regions: list[Region]
+
+    @property
+    def url(self) -> str:
+        """The image URL."""
+        return self.request.image_urls[self.index]
+
+    @property
+    def job_id(self) -> str:
+        """The request's job id."""
+        return self.request.job_id
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles over all regions."""
+        return len(self.plan.tiles)
+
+    def region(self, region_id: int) -> Region:
+        """Region ``region_id`` (1-based)."""
+        return self.regions[region_id - 1]
+
+
 class ImagePipeline:
-    """Processes the images of requests; publishes their statuses and records them."""
+    """Plans images, runs their regions through the model, finalises their outputs."""
 
     def __init__(
         self,
         settings: Settings,
         endpoints: EndpointFactory,
         sinks: SinkFactory,
-        status: StatusPublisher,
-        jobs: JobStore,
         executor: Executor,
     ) -> None:
         """Wire the pipeline to its ports."""
         self._settings = settings
         self._endpoints = endpoints
         self._sinks = sinks
-        self._status = status
-        self._jobs = jobs
         self._executor = executor
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def run(self, request: ImageRequest, index: int) -> ImageOutcome:
-        """Process image ``index`` of ``request`` to a terminal status.
+    async def plan(self, request: ImageRequest, index: int) -> ImageJob:
+        """Open image ``index`` of ``request`` and plan its tiles and regions.
 
-        PermanentError ends the image FAILED; RetryableError propagates to the loop.
+        Raises:
+            ImageUnavailableError: If the image cannot be opened.
+            PermanentError: If the request cannot be applied to the image.
         """
-        url = request.image_urls[index]
-        started = time.monotonic()
-        await self._status.publish(
-            StatusEvent(
-                status=Status.STARTED,
-                job_id=request.job_id,
-                description=f"processing image {url}",
-                image_url=url,
-            )
-        )
-        await self._jobs.start(request.job_id, url, request.job_name)
-        try:
-            outcome = await self._process(request, index, started)
-        except PermanentError as err:
-            log.warning("job %s image %s failed: %s", request.job_id, url, err)
-            outcome = ImageOutcome(
-                Status.FAILED, duration_s=time.monotonic() - started, reason=str(err)
-            )
-        await self._finish(request, url, outcome)
-        return outcome
-
-    async def _process(self, request: ImageRequest, index: int, started: float) -> ImageOutcome:
         url = request.image_urls[index]
         try:
             info = await self._in_thread(describe_image, url)
         except ImageOpenError as err:
             raise ImageUnavailableError(str(err)) from err
         plan = plan_image(info, request)
-        tiles = plan.tiles
-        log.info(
-            "job %s image %s: %dx%d px, %d bands %s; %d tiles over %s",
-            request.job_id,
-            url,
-            info.width,
-            info.height,
-            info.band_count,
-            info.dtype,
-            len(tiles),
-            plan.bounds,
+        regions = split_regions(
+            plan.tiles,
+            plan.layout,
+            self._settings.region_size_px,
+            request.image_processor_tile_overlap,
         )
-        progress = TileProgress(request.job_id, len(tiles))
-        reporter = asyncio.create_task(self._report(request, url, progress))
-        try:
-            with WindowReader(url) as reader:
-                tables = await self._run_tiles(request, info, reader, plan, progress)
-        finally:
-            reporter.cancel()
-        failed = len(progress.failures)
-        if failed == len(tiles):
-            raise PermanentError(f"all {failed} tiles failed; first: {progress.failures[0][1]}")
+        return ImageJob(request, index, info, plan, regions)
+
+    async def run_region(
+        self, job: ImageJob, region: Region, progress: TileProgress
+    ) -> StagedRegion:
+        """Send the region's tiles to the model; its detections (inside the region of
+        interest) and failed tiles."""
+        with WindowReader(job.url) as reader:
+            tables = await self._run_tiles(job, list(region.tiles), reader, progress)
         table = await self._in_thread(DetectionTable.concat, tables)
-        if plan.region is not None:
-            table = table.take(await self._in_thread(rows_in_region, table, plan.region))
+        if job.plan.region is not None:
+            table = table.take(await self._in_thread(rows_in_region, table, job.plan.region))
+        return StagedRegion(table, len(region.tiles), tuple(progress.failures))
+
+    async def finalise(
+        self, job: ImageJob, staged: list[StagedRegion], started: float
+    ) -> ImageOutcome:
+        """Remove duplicates over all regions and write the outputs.
+
+        Raises:
+            PermanentError: If every tile failed.
+            SinkError: If an output could not be written.
+        """
+        request, url = job.request, job.url
+        failures = [f for s in staged for f in s.failed_tiles]
+        failed = sum(s.failed_count for s in staged)
+        tile_count = sum(s.tile_count for s in staged)
+        if tile_count and failed >= tile_count:
+            first = failures[0].reason if failures else "no tile was processed"
+            raise PermanentError(f"all {failed} tiles failed; first: {first}")
+        table = await self._in_thread(DetectionTable.concat, [s.table for s in staged])
         selection = await self._in_thread(
-            suppress_duplicates, table, distillation(request), plan.layout
+            suppress_duplicates, table, distillation(request), job.plan.layout
         )
         log.info(
             "job %s image %s: %d detections, %d after duplicate removal",
@@ -215,12 +235,12 @@ class ImagePipeline:
             len(table),
             selection.rows.size,
         )
-        chunks = feature_chunks(table, selection, feature_context(info, request))
+        chunks = feature_chunks(table, selection, feature_context(job.info, request))
         writing = time.monotonic()
         outputs = await write_outputs(
             await self._sinks.for_request(request),
             request.job_id,
-            output_name(request, index),
+            output_name(request, job.index),
             chunks,
             self._executor,
         )
@@ -233,19 +253,19 @@ class ImagePipeline:
         )
         return ImageOutcome(
             status=Status.PARTIAL if failed else Status.SUCCESS,
-            tile_count=len(tiles),
+            tile_count=tile_count,
             failed_tiles=failed,
             feature_count=int(selection.rows.size),
-            duration_s=time.monotonic() - started,
+            duration_s=time.time() - started,
             outputs=tuple(outputs),
+            failed_tile_list=tuple(f.describe() for f in failures),
         )
 
     async def _run_tiles(
         self,
-        request: ImageRequest,
-        info: ImageInfo,
+        job: ImageJob,
+        tiles: list[Window],
         reader: WindowReader,
-        plan: ImagePlan,
         progress: TileProgress,
     ) -> list[DetectionTable]:
         """Encoders fill a bounded queue of tiles; callers send them to the endpoint.
@@ -253,9 +273,10 @@ class ImagePipeline:
         Reading and encoding run ahead of the endpoint calls, so a slow model is kept busy
         with ``endpoint_concurrency`` tiles in flight; at most that many wait encoded.
         """
-        endpoint = await self._endpoints.for_request(request)
-        pending = iter(plan.tiles)
-        concurrency = min(self._settings.endpoint_concurrency, len(plan.tiles))
+        plan, info = job.plan, job.info
+        endpoint = await self._endpoints.for_request(job.request)
+        pending = iter(tiles)
+        concurrency = max(1, min(self._settings.endpoint_concurrency, len(tiles)))
         ready: asyncio.Queue[tuple[Window, bytes] | None] = asyncio.Queue(concurrency)
         found: list[DetectionTable] = []
 
@@ -315,40 +336,4 @@ class ImagePipeline:
     @staticmethod
     def _tile_failed(window: Window, err: Exception, progress: TileProgress) -> None:
         log.warning("job %s tile %s failed: %s", progress.job_id, window, err)
-        progress.failures.append((window, str(err)))
-
-    async def _report(self, request: ImageRequest, url: str, progress: TileProgress) -> None:
-        while True:
-            await asyncio.sleep(self._settings.progress_interval_s)
-            event = StatusEvent(
-                status=Status.IN_PROGRESS,
-                job_id=request.job_id,
-                description=f"{progress.done}/{progress.total} tiles done",
-                image_url=url,
-                failed_tiles=len(progress.failures),
-            )
-            try:
-                await self._status.publish(event)
-                await self._jobs.progress(request.job_id, url, progress.total, progress.done)
-            except (BotoCoreError, ClientError) as err:  # progress is best effort
-                log.warning("job %s: progress update failed: %s", request.job_id, err)
-
-    async def _finish(self, request: ImageRequest, url: str, outcome: ImageOutcome) -> None:
-        if outcome.status is Status.FAILED:
-            description = f"image {url} failed: {outcome.reason}"
-        else:
-            description = (
-                f"image {url}: {outcome.tile_count} tiles ({outcome.failed_tiles} failed),"
-                f" {outcome.feature_count} features in {outcome.duration_s:.1f}s"
-            )
-        await self._status.publish(
-            StatusEvent(
-                status=outcome.status,
-                job_id=request.job_id,
-                description=description,
-                image_url=url,
-                processing_duration_s=outcome.duration_s,
-                failed_tiles=outcome.failed_tiles,
-            )
-        )
-        await self._jobs.finish(request.job_id, url, outcome)
+        progress.failures.append(FailedTile(window, str(err)))

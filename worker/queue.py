@@ -44,6 +44,14 @@ class MessageQueue(Protocol):
         ...
 
 
+class MessageSender(Protocol):
+    """Sends new messages to a queue."""
+
+    async def send(self, body: str) -> None:
+        """Send one message."""
+        ...
+
+
 class SqsQueue:
     """A work queue with its dead-letter queue."""
 
@@ -84,6 +92,10 @@ class SqsQueue:
             ReceiptHandle=message.receipt_handle,
             VisibilityTimeout=timeout_s,
         )
+
+    async def send(self, body: str) -> None:
+        """Send one message."""
+        await self._client.send_message(QueueUrl=self.queue_url, MessageBody=body)
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Copy the raw body to the DLQ with the reason as an attribute, then delete it."""

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiobotocore.session import get_session
 
+from worker.coordinator import Coordinator
 from worker.credentials import RoleClients
 from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
 from worker.jobstore import DynamoJobStore
@@ -24,6 +27,7 @@ from worker.publish import LogStatusPublisher, SnsStatusPublisher
 from worker.queue import SqsQueue
 from worker.settings import Settings
 from worker.sinks import KinesisSink, S3Sink, Sink
+from worker.staging import S3Staging
 from worker.status import StatusPublisher
 from worker.variants import EndpointVariants, choose_variant
 
@@ -130,7 +134,7 @@ async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
 
 
 async def serve(settings: Settings) -> None:
-    """Run the worker until SIGTERM or SIGINT, then exit after the message in hand."""
+    """Run the worker until SIGTERM or SIGINT; then finish or release the work in hand."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -163,20 +167,37 @@ async def serve(settings: Settings) -> None:
             if settings.status_topic_arn
             else LogStatusPublisher()
         )
-        queue = SqsQueue(
+        image_queue = SqsQueue(
             sqs,
             await _queue_url(sqs, settings.image_queue),
             await _queue_url(sqs, settings.image_dlq),
+        )
+        region_queue = SqsQueue(
+            sqs,
+            await _queue_url(sqs, settings.region_queue),
+            await _queue_url(sqs, settings.region_dlq),
         )
         pipeline = ImagePipeline(
             settings,
             Endpoints(settings, http, sagemaker, roles, EndpointVariants(control)),
             Sinks(s3, kinesis, roles),
-            status,
-            DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),
             executor,
         )
-        await Worker(settings, queue, pipeline, status, stop).run()
+        coordinator = Coordinator(
+            settings,
+            pipeline,
+            DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),
+            S3Staging(s3, settings.staging_bucket, settings.staging_prefix, executor),
+            region_queue,
+            status,
+            (
+                SnsStatusPublisher(sns, settings.region_status_topic_arn)
+                if settings.region_status_topic_arn
+                else None
+            ),
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        )
+        await Worker(settings, image_queue, region_queue, coordinator, status, stop).run()
 
 
 def main() -> None:

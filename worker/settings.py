@@ -7,7 +7,9 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.messages import RequestLimits
+from worker.messages import MAX_SQS_MESSAGE_BYTES, REGION_ENVELOPE_BYTES, RequestLimits
+
+MAX_REQUEST_BYTES = MAX_SQS_MESSAGE_BYTES - REGION_ENVELOPE_BYTES
 
 
 class Settings(BaseSettings):
@@ -21,12 +23,19 @@ class Settings(BaseSettings):
     region_queue: str = "ModelRunnerRegionQueue"
     region_dlq: str = "ModelRunnerRegionQueueDLQ"
     job_table: str = "ModelRunnerJobs"
-    region_table: str = "ModelRunnerRegions"
     status_topic_arn: str | None = None
+    region_status_topic_arn: str | None = None
+    staging_bucket: str = "modelrunner-staging"
+    staging_prefix: str = "staging"
     endpoint_concurrency: Annotated[int, Field(ge=1, le=512)] = 16
     encode_threads: Annotated[int, Field(ge=1, le=64)] = 2
     region_size_px: Annotated[int, Field(ge=256)] = 10240
     poll_wait_s: Annotated[int, Field(ge=0, le=20)] = 5
+    region_poll_wait_s: Annotated[int, Field(ge=0, le=20)] = 1
+    max_in_flight: Annotated[int, Field(ge=1, le=64)] = 2
+    grace_period_s: Annotated[float, Field(ge=0)] = 100.0
+    job_deadline_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
+    max_receives: Annotated[int, Field(ge=1)] = 4
     visibility_timeout_s: Annotated[int, Field(ge=30, le=43200)] = 300
     max_attempts: Annotated[int, Field(ge=1)] = 3
     retry_delay_s: Annotated[int, Field(ge=0, le=900)] = 10
@@ -38,7 +47,7 @@ class Settings(BaseSettings):
     image_url_schemes: str = "s3"
     endpoint_hosts: str = ""
     max_reply_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
-    max_message_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    max_message_bytes: Annotated[int, Field(ge=1024, le=MAX_REQUEST_BYTES)] = MAX_REQUEST_BYTES
     max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
     max_images: Annotated[int, Field(ge=1)] = 100
     max_roi_vertices: Annotated[int, Field(ge=4)] = 10_000

@@ -237,7 +237,7 @@ def test_request_limits(change: dict[str, Any], expected: str) -> None:
 def test_message_size_limit() -> None:
     body = json.dumps(minimal(jobName="x" * 300_000))
     with pytest.raises(
-        InvalidRequestError, match=r"message body is \d+ bytes; the limit is 262144"
+        InvalidRequestError, match=r"message body is \d+ bytes; the limit is 260096"
     ):
         parse_image_request(body)
     assert parse_image_request(body, RequestLimits(max_message_bytes=1_000_000)).job_name

@@ -1,0 +1,424 @@
+"""Who does what of an image: planning, fan-out of regions, staging, exactly-once finalisation.
+
+The planning worker records the image (DynamoDB), sends regions 2..N to the region queue and
+runs region 1. Whoever finishes a region stages its detections in S3 and adds the region to the
+image's set of finished regions. The worker whose region completes the set claims the image
+(a lease) and finalises it: reads every staged region, removes duplicates, writes the outputs,
+records the terminal outcome once and publishes it. Every step is safe to repeat, so a
+redelivered or crashed message is simply done again; the message that completes an image is
+only deleted after the image's terminal status is out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from postprocessing.table import DetectionTable
+from tiling.grid import Window
+from worker.errors import PermanentError
+from worker.jobstore import ImageOutcome, ImageRecord, JobStore
+from worker.messages import ImageRequest, RegionRequest
+from worker.pipeline import ImageJob, ImagePipeline, TileProgress
+from worker.queue import MessageSender
+from worker.regions import Region
+from worker.settings import Settings
+from worker.staging import FailedTile, StagedRegion, Staging
+from worker.status import Status, StatusEvent, StatusPublisher
+
+log = logging.getLogger(__name__)
+
+
+def describe_outcome(url: str, outcome: ImageOutcome) -> str:
+    """The description of an image's terminal status."""
+    if outcome.status is Status.FAILED:
+        return f"image {url} failed: {outcome.reason}"
+    text = (
+        f"image {url}: {outcome.tile_count} tiles ({outcome.failed_tiles} failed),"
+        f" {outcome.feature_count} features in {outcome.duration_s:.1f}s"
+    )
+    if outcome.failed_tile_list:
+        shown = "; ".join(outcome.failed_tile_list[:5])
+        more = len(outcome.failed_tile_list) - 5
+        text += f"; failed tiles (row,col size): {shown}" + (
+            f" and {more} more" if more > 0 else ""
+        )
+    return text
+
+
+class Coordinator:
+    """Runs images and regions on this worker, in step with every other worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: ImagePipeline,
+        jobs: JobStore,
+        staging: Staging,
+        region_queue: MessageSender,
+        status: StatusPublisher,
+        region_status: StatusPublisher | None,
+        worker_id: str,
+    ) -> None:
+        """Wire the coordinator to its ports; ``worker_id`` names this worker's leases."""
+        self._settings = settings
+        self._pipeline = pipeline
+        self._jobs = jobs
+        self._staging = staging
+        self._region_queue = region_queue
+        self._status = status
+        self._region_status = region_status
+        self._worker_id = worker_id
+
+    # ---- images -------------------------------------------------------------------------
+
+    async def start_image(self, request: ImageRequest, index: int, body: str) -> str | None:
+        """Plan image ``index``, fan its regions out and run region 1.
+
+        Returns:
+            The reason if the image failed in planning (so the request goes to the dead-letter
+            queue), else None: the image ends when its last region is finalised.
+
+        Raises:
+            RetryableError: On a transient failure; everything done so far may be repeated.
+        """
+        url = request.image_urls[index]
+        try:
+            job = await self._pipeline.plan(request, index)
+        except PermanentError as err:
+            log.warning("job %s image %s cannot be processed: %s", request.job_id, url, err)
+            await self.fail_image(request, index, str(err))
+            return f"{url}: {err}"
+        record = await self._jobs.open_image(
+            request.job_id,
+            url,
+            request.job_name,
+            len(job.regions),
+            job.tile_count,
+            self._settings.job_deadline_s,
+        )
+        if record.final_status is not None:
+            log.warning("job %s image %s already ended %s", job.job_id, url, record.final_status)
+            await self._publish_recorded(job.request, index, record)
+            return None
+        if record.created:
+            await self._status.publish(
+                StatusEvent(
+                    status=Status.STARTED,
+                    job_id=job.job_id,
+                    description=(
+                        f"processing image {url}: {job.tile_count} tiles in"
+                        f" {len(job.regions)} region(s)"
+                    ),
+                    image_url=url,
+                )
+            )
+        log.info(
+            "job %s image %s: %dx%d px, %d bands %s; %d tiles in %d region(s) over %s",
+            job.job_id,
+            url,
+            job.info.width,
+            job.info.height,
+            job.info.band_count,
+            job.info.dtype,
+            job.tile_count,
+            len(job.regions),
+            job.plan.bounds,
+        )
+        for region in job.regions[1:]:
+            if region.region_id not in record.regions_done:
+                await self._region_queue.send(self._region_message(job, region, body))
+        await self._run_region(job, job.regions[0], record)
+        return None
+
+    async def fail_image(self, request: ImageRequest, index: int, reason: str) -> None:
+        """End an image FAILED (once), whatever state its record is in."""
+        url = request.image_urls[index]
+        record = await self._jobs.open_image(
+            request.job_id, url, request.job_name, 0, 0, self._settings.job_deadline_s
+        )
+        await self._fail_recorded(request, index, record, reason)
+
+    async def _fail_recorded(
+        self, request: ImageRequest, index: int, record: ImageRecord, reason: str
+    ) -> None:
+        url = request.image_urls[index]
+        if record.final_status is None:
+            if not await self._jobs.claim(
+                request.job_id, url, self._worker_id, self._settings.visibility_timeout_s
+            ):
+                log.info("job %s image %s: another worker is ending it", request.job_id, url)
+                return
+            duration_s = time.time() - record.start_time
+            outcome = ImageOutcome(Status.FAILED, duration_s=duration_s, reason=reason)
+            if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
+                return
+            record = await self._get(request, index)
+        await self._publish_recorded(request, index, record)
+
+    # ---- regions ------------------------------------------------------------------------
+
+    async def run_region(self, region_request: RegionRequest, request: ImageRequest) -> None:
+        """Run a region another worker planned.
+
+        Raises:
+            RetryableError: On a transient failure.
+            PermanentError: If the image cannot be opened or no longer matches the plan.
+        """
+        index = region_request.image_index
+        record = await self._get(request, index)
+        if record.final_status is not None:
+            log.info(
+                "job %s image %d region %d: image already ended %s",
+                request.job_id,
+                index,
+                region_request.region_id,
+                record.final_status,
+            )
+            await self._publish_recorded(request, index, record)
+            return
+        job = await self._pipeline.plan(request, index)
+        if len(job.regions) != region_request.region_count:
+            raise PermanentError(
+                f"image {job.url} now plans {len(job.regions)} regions, not"
+                f" {region_request.region_count}: it changed while being processed"
+            )
+        await self._run_region(job, job.region(region_request.region_id), record)
+
+    async def give_up_region(
+        self, region_request: RegionRequest, request: ImageRequest, reason: str
+    ) -> None:
+        """Count a region that cannot be done as failed tiles, so its image still ends."""
+        index, region_id = region_request.image_index, region_request.region_id
+        col, row, width, height = region_request.region_bounds
+        lost = StagedRegion(
+            DetectionTable(),
+            region_request.tile_count,
+            (FailedTile(Window(col, row, width, height), f"region {region_id}: {reason}"),),
+            lost_tiles=region_request.tile_count - 1,
+        )
+        record = await self._get(request, index)
+        if record.final_status is not None:
+            return
+        await self._staging.put(request.job_id, index, region_id, lost)
+        await self._publish_region(
+            request, index, region_id, region_request.region_count, record, lost
+        )
+        record = await self._jobs.region_done(request.job_id, request.image_urls[index], region_id)
+        if record.complete:
+            await self._finalise_when_complete(request, index, record)
+
+    async def _run_region(self, job: ImageJob, region: Region, record: ImageRecord) -> None:
+        if record.past_deadline():
+            await self._deadline_exceeded(job, record)
+            return
+        staged_already = region.region_id in record.regions_done and await self._staging.exists(
+            job.job_id, job.index, region.region_id
+        )
+        if staged_already:
+            log.info("job %s region %d: already staged", job.job_id, region.region_id)
+        else:
+            try:
+                async with asyncio.timeout(record.deadline - time.time()):
+                    staged = await self._tiles(job, region)
+            except TimeoutError:
+                await self._deadline_exceeded(job, record)
+                return
+            await self._staging.put(job.job_id, job.index, region.region_id, staged)
+            log.info(
+                "job %s image %s region %d/%d staged: %d tiles (%d failed), %d detections",
+                job.job_id,
+                job.url,
+                region.region_id,
+                len(job.regions),
+                staged.tile_count,
+                staged.failed_count,
+                len(staged.table),
+            )
+            await self._publish_region(
+                job.request, job.index, region.region_id, len(job.regions), record, staged
+            )
+        record = await self._jobs.region_done(job.job_id, job.url, region.region_id)
+        if record.complete:
+            await self._finalise_when_complete(job.request, job.index, record, job)
+
+    async def _tiles(self, job: ImageJob, region: Region) -> StagedRegion:
+        progress = TileProgress(job.job_id, len(region.tiles))
+        reporter = asyncio.create_task(self._report(job, region, progress))
+        try:
+            return await self._pipeline.run_region(job, region, progress)
+        finally:
+            reporter.cancel()
+
+    async def _deadline_exceeded(self, job: ImageJob, record: ImageRecord) -> None:
+        limit = self._settings.job_deadline_s
+        await self._fail_recorded(
+            job.request,
+            job.index,
+            record,
+            f"job deadline exceeded: not finished {limit:.0f}s after it started"
+            " (MODELRUNNER_JOB_DEADLINE_S)",
+        )
+
+    # ---- finalisation -------------------------------------------------------------------
+
+    async def _finalise_when_complete(
+        self, request: ImageRequest, index: int, record: ImageRecord, job: ImageJob | None = None
+    ) -> None:
+        url = request.image_urls[index]
+        if record.final_status is not None and record.published:
+            return
+        lease_s = self._settings.visibility_timeout_s
+        if not await self._jobs.claim(request.job_id, url, self._worker_id, lease_s):
+            log.info("job %s image %s: another worker finalises it", request.job_id, url)
+            return
+        async with self._lease(request.job_id, url, lease_s):
+            record = await self._get(request, index)
+            if record.final_status is None:
+                log.info(
+                    "job %s image %s: finalising %d regions",
+                    request.job_id,
+                    url,
+                    len(record.regions_done),
+                )
+                outcome = await self._finalise(request, index, record, job)
+                if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
+                    log.warning("job %s image %s: finalised elsewhere", request.job_id, url)
+                    return
+                record = await self._get(request, index)
+            await self._publish_recorded(request, index, record)
+            await self._staging.delete(
+                request.job_id, index, list(range(1, record.region_count + 1))
+            )
+
+    async def _finalise(
+        self, request: ImageRequest, index: int, record: ImageRecord, job: ImageJob | None
+    ) -> ImageOutcome:
+        try:
+            if job is None:
+                job = await self._pipeline.plan(request, index)
+            staged = [
+                await self._staging.get(request.job_id, index, region_id)
+                for region_id in range(1, record.region_count + 1)
+            ]
+            return await self._pipeline.finalise(job, staged, record.start_time)
+        except PermanentError as err:
+            log.warning("job %s image %d failed: %s", request.job_id, index, err)
+            return ImageOutcome(
+                Status.FAILED, duration_s=time.time() - record.start_time, reason=str(err)
+            )
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, job_id: str, url: str, lease_s: float) -> AsyncIterator[None]:
+        """Renew the finalisation lease while the body runs."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(lease_s / 3)
+                if not await self._jobs.claim(job_id, url, self._worker_id, lease_s):
+                    log.warning("job %s image %s: finalisation lease lost", job_id, url)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+
+    # ---- status -------------------------------------------------------------------------
+
+    async def _get(self, request: ImageRequest, index: int) -> ImageRecord:
+        record = await self._jobs.get(request.job_id, request.image_urls[index])
+        if record is None:
+            raise PermanentError(
+                f"job {request.job_id} image {index} has no record: it expired or was never planned"
+            )
+        return record
+
+    async def _publish_recorded(
+        self, request: ImageRequest, index: int, record: ImageRecord
+    ) -> None:
+        """Publish the recorded terminal status unless that was done already."""
+        outcome = record.outcome()
+        if outcome is None or record.published:
+            return
+        url = request.image_urls[index]
+        await self._status.publish(
+            StatusEvent(
+                status=outcome.status,
+                job_id=request.job_id,
+                description=describe_outcome(url, outcome),
+                image_url=url,
+                processing_duration_s=outcome.duration_s,
+                failed_tiles=outcome.failed_tiles,
+            )
+        )
+        await self._jobs.mark_published(request.job_id, url)
+        log.info("job %s image %s: %s", request.job_id, url, outcome.status)
+
+    async def _publish_region(
+        self,
+        request: ImageRequest,
+        index: int,
+        region_id: int,
+        region_count: int,
+        record: ImageRecord,
+        staged: StagedRegion,
+    ) -> None:
+        if self._region_status is None:
+            return
+        if staged.failed_count == 0:
+            status = Status.SUCCESS
+        elif staged.failed_count >= staged.tile_count:
+            status = Status.FAILED
+        else:
+            status = Status.PARTIAL
+        await self._region_status.publish(
+            StatusEvent(
+                status=status,
+                job_id=request.job_id,
+                description=(
+                    f"region {region_id}/{region_count}: {staged.tile_count} tiles"
+                    f" ({staged.failed_count} failed), {len(staged.table)} detections"
+                ),
+                image_url=request.image_urls[index],
+                region_id=str(region_id),
+                processing_duration_s=time.time() - record.start_time,
+                failed_tiles=staged.failed_count,
+            )
+        )
+
+    async def _report(self, job: ImageJob, region: Region, progress: TileProgress) -> None:
+        while True:
+            await asyncio.sleep(self._settings.progress_interval_s)
+            event = StatusEvent(
+                status=Status.IN_PROGRESS,
+                job_id=job.job_id,
+                description=(
+                    f"region {region.region_id}/{len(job.regions)}:"
+                    f" {progress.done}/{progress.total} tiles done"
+                ),
+                image_url=job.url,
+                region_id=str(region.region_id),
+                failed_tiles=len(progress.failures),
+            )
+            try:
+                await self._status.publish(event)
+            except (BotoCoreError, ClientError) as err:  # progress is best effort
+                log.warning("job %s: progress update failed: %s", job.job_id, err)
+
+    def _region_message(self, job: ImageJob, region: Region, body: str) -> str:
+        bounds = region.bounds
+        return RegionRequest(
+            job_id=job.job_id,
+            image_index=job.index,
+            region_id=region.region_id,
+            region_count=len(job.regions),
+            tile_count=len(region.tiles),
+            region_bounds=(bounds.col_off, bounds.row_off, bounds.width, bounds.height),
+            image_request=body,
+        ).body()
