@@ -65,7 +65,11 @@ def centerpoint(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
 
 
 def flood(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
-    """``flood_volume`` random boxes (default 100) inside the tile, random scores."""
+    """``flood_volume`` random boxes (default 100) inside the tile, random scores.
+
+    With ``flood_seed=tile`` the boxes are a function of the tile's pixels (the same tile gets
+    the same answer every time), for comparing runs.
+    """
     try:
         volume = int(attributes.get("flood_volume", DEFAULT_FLOOD_VOLUME))
     except ValueError:
@@ -73,7 +77,10 @@ def flood(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
     if not 0 <= volume <= MAX_FLOOD_VOLUME:
         return 400, f'{{"message": "flood_volume must be in 0..{MAX_FLOOD_VOLUME}"}}'.encode()
     rows, cols = tile.shape[1], tile.shape[2]
-    rng = random.Random()
+    if attributes.get("flood_seed") == "tile":
+        rng = random.Random(hashlib.sha256(tile.tobytes()).digest())
+    else:
+        rng = random.Random()
     features = []
     for _ in range(volume):
         w, h = rng.uniform(4, max(5, cols / 10)), rng.uniform(4, max(5, rows / 10))

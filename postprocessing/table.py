@@ -147,7 +147,7 @@ def _pack(items: list[bytes]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int
 def _unpack(blob: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> list[bytes]:
     data = blob.tobytes()
     ends = np.cumsum(lengths).tolist()
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends[:-1]] if ends else []
     return [data[s:e] for s, e in zip(starts, ends, strict=True)]
 
 

@@ -182,7 +182,7 @@ class Coordinator:
             )
             await self._publish_recorded(request, index, record)
             return
-        job = await self._pipeline.plan(request, index)
+        job = await self._pipeline.plan(request, index, region_request.region_size_px)
         if len(job.regions) != region_request.region_count:
             raise PermanentError(
                 f"image {job.url} now plans {len(job.regions)} regions, not"
@@ -248,6 +248,15 @@ class Coordinator:
             await self._finalise_when_complete(job.request, job.index, record, job)
 
     async def _tiles(self, job: ImageJob, region: Region) -> StagedRegion:
+        log.info(
+            "job %s image %s region %d/%d: %d tiles over %s",
+            job.job_id,
+            job.url,
+            region.region_id,
+            len(job.regions),
+            len(region.tiles),
+            region.bounds,
+        )
         progress = TileProgress(job.job_id, len(region.tiles))
         reporter = asyncio.create_task(self._report(job, region, progress))
         try:
@@ -418,6 +427,7 @@ class Coordinator:
             image_index=job.index,
             region_id=region.region_id,
             region_count=len(job.regions),
+            region_size_px=job.region_px,
             tile_count=len(region.tiles),
             region_bounds=(bounds.col_off, bounds.row_off, bounds.width, bounds.height),
             image_request=body,

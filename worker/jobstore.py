@@ -59,6 +59,7 @@ class ImageRecord:
     feature_count: int = 0
     duration_s: float = 0.0
     outputs: tuple[str, ...] = ()
+    failed_tile_list: tuple[str, ...] = ()
     created: bool = False
 
     def outcome(self) -> ImageOutcome | None:
@@ -73,6 +74,7 @@ class ImageRecord:
             duration_s=self.duration_s,
             reason=self.reason,
             outputs=self.outputs,
+            failed_tile_list=self.failed_tile_list,
         )
 
     @property
@@ -133,6 +135,11 @@ def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    items = value.get("L", []) if isinstance(value, dict) else []
+    return tuple(v["S"] for v in items if "S" in v)
+
+
 def _record(item: dict[str, Any], created: bool = False) -> ImageRecord:
     final = item.get("final_status", {}).get("S")
     return ImageRecord(
@@ -147,7 +154,8 @@ def _record(item: dict[str, Any], created: bool = False) -> ImageRecord:
         failed_tiles=int(item.get("failed_tiles", {}).get("N", "0")),
         feature_count=int(item.get("feature_count", {}).get("N", "0")),
         duration_s=float(item.get("processing_duration", {}).get("N", "0")),
-        outputs=tuple(v["S"] for v in item.get("outputs", {}).get("L", []) if "S" in v),
+        outputs=_strings(item.get("outputs")),
+        failed_tile_list=_strings(item.get("failed_tile_list")),
         created=created,
     )
 

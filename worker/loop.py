@@ -115,7 +115,7 @@ class Worker:
             (self._regions, settings.region_poll_wait_s, True),
             (self._images, settings.poll_wait_s, False),
         ):
-            messages = await queue.receive(1, wait_s)
+            messages = await queue.receive(1, wait_s, settings.visibility_timeout_s)
             if messages:
                 return Work(queue, messages[0], is_region)
         return None

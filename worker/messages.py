@@ -361,6 +361,7 @@ class RegionRequest(WireModel):
     image_index: Annotated[int, Field(ge=0)]
     region_id: Annotated[int, Field(ge=1)]
     region_count: Annotated[int, Field(ge=1)]
+    region_size_px: Annotated[int, Field(ge=1)]
     tile_count: Annotated[int, Field(ge=1)]
     region_bounds: tuple[int, int, int, int]  # col, row, width, height in image pixels
     image_request: str

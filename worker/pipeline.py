@@ -135,6 +135,7 @@ class ImageJob:
     info: ImageInfo
     plan: ImagePlan
     regions: list[Region]
+    region_px: int
 
     @property
     def url(self) -> str:
@@ -175,8 +176,11 @@ class ImagePipeline:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def plan(self, request: ImageRequest, index: int) -> ImageJob:
-        """Open image ``index`` of ``request`` and plan its tiles and regions.
+    async def plan(
+        self, request: ImageRequest, index: int, region_px: int | None = None
+    ) -> ImageJob:
+        """Open image ``index`` of ``request`` and plan its tiles and regions (of
+        ``region_px``, by default the configured region size).
 
         Raises:
             ImageUnavailableError: If the image cannot be opened.
@@ -191,10 +195,12 @@ class ImagePipeline:
         regions = split_regions(
             plan.tiles,
             plan.layout,
-            self._settings.region_size_px,
+            region_px or self._settings.region_size_px,
             request.image_processor_tile_overlap,
         )
-        return ImageJob(request, index, info, plan, regions)
+        return ImageJob(
+            request, index, info, plan, regions, region_px or self._settings.region_size_px
+        )
 
     async def run_region(
         self, job: ImageJob, region: Region, progress: TileProgress

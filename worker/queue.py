@@ -27,8 +27,10 @@ class QueueMessage:
 class MessageQueue(Protocol):
     """The operations the loop needs from a work queue."""
 
-    async def receive(self, max_messages: int, wait_s: int) -> list[QueueMessage]:
-        """Long-poll for up to ``max_messages`` messages."""
+    async def receive(
+        self, max_messages: int, wait_s: int, visibility_s: int
+    ) -> list[QueueMessage]:
+        """Long-poll for up to ``max_messages`` messages, hidden for ``visibility_s``."""
         ...
 
     async def delete(self, message: QueueMessage) -> None:
@@ -61,12 +63,15 @@ class SqsQueue:
         self.queue_url = queue_url
         self.dlq_url = dlq_url
 
-    async def receive(self, max_messages: int, wait_s: int) -> list[QueueMessage]:
-        """Long-poll for up to ``max_messages`` messages."""
+    async def receive(
+        self, max_messages: int, wait_s: int, visibility_s: int
+    ) -> list[QueueMessage]:
+        """Long-poll for up to ``max_messages`` messages, hidden for ``visibility_s``."""
         reply = await self._client.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_s,
+            VisibilityTimeout=visibility_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         return [

@@ -110,7 +110,7 @@ def decode_region(data: bytes) -> StagedRegion:
             for t in meta["failed_tiles"]
         )
         return StagedRegion(table, int(meta["tile_count"]), failed, int(meta["lost_tiles"]))
-    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise StagingCorruptError(f"staged region unreadable: {err}") from err
 
 

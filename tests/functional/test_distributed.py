@@ -1,0 +1,339 @@
+"""Several worker processes sharing images through the region queue, with crashes.
+
+A stack of its own (moto, models), so that exactly the workers a test starts are running.
+"""
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+
+from infra.local_stack import LocalStack
+from tests.functional.helpers import TERMINAL, Stack, StatusLog, write_geotiff
+from tests.functional.test_end_to_end import TRANSFORM, UTM
+
+pytestmark = pytest.mark.functional
+
+VISIBILITY_S = 6
+FLEET_ENV = {
+    "MODELRUNNER_REGION_SIZE_PX": "512",
+    "MODELRUNNER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+    "MODELRUNNER_MAX_ATTEMPTS": "3",
+    "MODELRUNNER_RETRY_DELAY_S": "1",
+    "MODELRUNNER_GRACE_PERIOD_S": "1",
+    "MODELRUNNER_ENDPOINT_CONCURRENCY": "4",
+}
+FLOOD = "model_selection=flood,flood_volume=12,flood_seed=tile"
+
+
+class Fleet:
+    """Worker processes started and stopped by the tests."""
+
+    def __init__(self, local: LocalStack) -> None:
+        self.local = local
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self._count = 0
+
+    def start(self, **overrides: str) -> str:
+        self._count += 1
+        name = f"fleet-{self._count}"
+        self.running[name] = self.local.start_worker(name, **{**FLEET_ENV, **overrides})
+        self.local.wait_for_log(name, "worker polling")
+        return name
+
+    def log(self, name: str) -> str:
+        return (self.local.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def kill(self, name: str) -> None:
+        process = self.running.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            process = self.running.pop(name)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+
+
+@pytest.fixture(scope="module")
+def fleet_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with LocalStack(tmp_path_factory.mktemp("fleet")) as local:
+        session = boto3.session.Session(region_name="us-east-1")
+        url = local.endpoint_url
+        sqs = session.client("sqs", endpoint_url=url)
+        yield Stack(
+            local=local,
+            worker=None,  # type: ignore[arg-type]  # the fleet starts its own
+            sqs=sqs,
+            s3=session.client("s3", endpoint_url=url),
+            kinesis=session.client("kinesis", endpoint_url=url),
+            dynamodb=session.client("dynamodb", endpoint_url=url),
+            statuses=StatusLog(sqs, local.resources.status_queue_url),
+        )
+
+
+@pytest.fixture
+def fleet(fleet_stack: Stack) -> Iterator[Fleet]:
+    workers = Fleet(fleet_stack.local)
+    yield workers
+    workers.stop_all()
+
+
+@pytest.fixture(scope="module")
+def image_url(fleet_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """1500 x 1000 px: at tile 256 / overlap 32 and region 512, 35 tiles in 12 regions."""
+    pixels = np.random.default_rng(7).integers(0, 255, (1, 1000, 1500), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("fleet-image") / "fleet.tif"
+    return fleet_stack.upload(write_geotiff(path, pixels, TRANSFORM, UTM))
+
+
+def flood_request(stack: Stack, image_url: str) -> dict[str, Any]:
+    return stack.request(
+        image_url,
+        imageProcessorTileSize=256,
+        imageProcessorTileOverlap=32,
+        imageProcessorTileFormat="GTIFF",
+        imageProcessorParameters={"CustomAttributes": FLOOD},
+    )
+
+
+def summary(document: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """What must not depend on who did the work: pixel boxes, classes and scores."""
+    return sorted(
+        (
+            tuple(round(v, 6) for v in f["properties"]["imageBBox"]),
+            json.dumps(f["properties"]["featureClasses"], sort_keys=True),
+        )
+        for f in document["features"]
+    )
+
+
+def run_job(stack: Stack, request: dict[str, Any], timeout_s: float = 180) -> list[Any]:
+    stack.submit(json.dumps(request))
+    return stack.statuses.wait_terminal(request["jobId"], timeout_s=timeout_s)
+
+
+def settle(stack: Stack, job_id: str, quiet_s: float = VISIBILITY_S + 4) -> list[Any]:
+    """Statuses of ``job_id`` after nothing can be redelivered any more."""
+    deadline = time.monotonic() + quiet_s
+    while time.monotonic() < deadline:
+        stack.statuses._drain()
+    return stack.statuses.by_job[job_id]
+
+
+def terminal(statuses: list[Any]) -> list[str]:
+    return [s.attributes["status"] for s in statuses if s.attributes["status"] in TERMINAL]
+
+
+@pytest.fixture(scope="module")
+def clean_result(fleet_stack: Stack, image_url: str) -> list[tuple[Any, ...]]:
+    """The features of one worker doing every region."""
+    workers = Fleet(fleet_stack.local)
+    workers.start()
+    try:
+        request = flood_request(fleet_stack, image_url)
+        statuses = run_job(fleet_stack, request)
+        assert terminal(statuses) == ["SUCCESS"]
+        return summary(fleet_stack.result(request["jobId"]))
+    finally:
+        workers.stop_all()
+
+
+def test_three_workers_give_the_output_of_one(
+    fleet_stack: Stack, fleet: Fleet, image_url: str, clean_result: list[tuple[Any, ...]]
+) -> None:
+    names = [fleet.start() for _ in range(3)]
+    request = flood_request(fleet_stack, image_url)
+    statuses = run_job(fleet_stack, request)
+
+    assert summary(fleet_stack.result(request["jobId"])) == clean_result
+    assert len(clean_result) > 100
+    assert terminal(settle(fleet_stack, request["jobId"])) == ["SUCCESS"]
+    staged = {
+        int(m.group(1))
+        for name in names
+        for m in re.finditer(
+            rf"job {request['jobId']} image \S+ region (\d+)/12 staged", fleet.log(name)
+        )
+    }
+    assert staged == set(range(1, 13))
+    workers_with_regions = [
+        name for name in names if f"job {request['jobId']} image" in fleet.log(name)
+    ]
+    assert len(workers_with_regions) >= 2, "the regions were shared"
+    record = fleet_stack.job_record(request["jobId"], image_url)
+    assert record["final_status"] == "SUCCESS"
+    assert sorted(int(r) for r in record["regions_done"]) == list(range(1, 13))
+    assert statuses[-1].attributes["failed_tiles"] == "0"
+    # Region statuses went to the region topic, one per region at least.
+    region_log = StatusLog(fleet_stack.sqs, fleet_stack.local.resources.region_status_queue_url)
+    region_log._drain()
+    deadline = time.monotonic() + 10
+    while len(region_log.by_job.get(request["jobId"], [])) < 12 and time.monotonic() < deadline:
+        region_log._drain()
+    region_ids = {s.attributes["region_id"] for s in region_log.by_job[request["jobId"]]}
+    assert region_ids == {str(i) for i in range(1, 13)}
+
+
+# Where to kill (a log line of the worker) and how long after it.
+CRASH_POINTS = {
+    "planning": (r"tiles in 12 region\(s\)", 0.0),
+    "tiling": (r"region \d+/12: \d+ tiles over", 0.2),
+    "staged": (r"region \d+/12 staged", 0.0),
+    "finalising": (r"finalising 12 regions", 0.0),
+}
+
+
+def kill_on_log(fleet: Fleet, job_id: str, pattern: str, delay_s: float) -> threading.Thread:
+    """Kill -9 the first running worker that logs ``pattern`` for ``job_id``."""
+    expression = re.compile(rf"job {re.escape(job_id)}.*{pattern}")
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for name in list(fleet.running):
+                if expression.search(fleet.log(name)):
+                    time.sleep(delay_s)
+                    fleet.kill(name)
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_kill_9_at_any_point_loses_and_duplicates_nothing(
+    fleet_stack: Stack,
+    fleet: Fleet,
+    image_url: str,
+    clean_result: list[tuple[Any, ...]],
+    point: str,
+) -> None:
+    for _ in range(2):
+        fleet.start()
+    request = flood_request(fleet_stack, image_url)
+    pattern, delay_s = CRASH_POINTS[point]
+    watcher = kill_on_log(fleet, request["jobId"], pattern, delay_s)
+    fleet_stack.submit(json.dumps(request))
+    watcher.join(120)
+    assert len(fleet.running) == 1, f"no worker was killed at {point}"
+    fleet.start()  # the platform replaces the lost worker
+
+    fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=180)
+    assert terminal(settle(fleet_stack, request["jobId"])) == ["SUCCESS"]
+    assert summary(fleet_stack.result(request["jobId"])) == clean_result
+
+
+def test_redelivered_regions_give_one_set_of_features(
+    fleet_stack: Stack, fleet: Fleet, image_url: str, clean_result: list[tuple[Any, ...]]
+) -> None:
+    region_queue = fleet_stack.local.resources.region_queue_url
+    request = flood_request(fleet_stack, image_url)
+    fleet_stack.submit(json.dumps(request))
+    name = fleet.start(MODELRUNNER_MAX_IN_FLIGHT="1")
+    # Replace every region message the planner sends by two copies: each region arrives twice.
+    copied: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(copied) < 11 and time.monotonic() < deadline:
+        reply = fleet_stack.sqs.receive_message(
+            QueueUrl=region_queue, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30
+        )
+        for message in reply.get("Messages", []):
+            region_id = json.loads(message["Body"])["regionId"]
+            if region_id in copied:  # one of the copies: leave it to the worker
+                fleet_stack.sqs.change_message_visibility(
+                    QueueUrl=region_queue,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=0,
+                )
+                continue
+            for _ in range(2):
+                fleet_stack.sqs.send_message(QueueUrl=region_queue, MessageBody=message["Body"])
+            fleet_stack.sqs.delete_message(
+                QueueUrl=region_queue, ReceiptHandle=message["ReceiptHandle"]
+            )
+            copied.add(region_id)
+    assert len(copied) == 11
+
+    fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=180)
+    assert terminal(settle(fleet_stack, request["jobId"])) == ["SUCCESS"]
+    assert summary(fleet_stack.result(request["jobId"])) == clean_result
+    log = fleet.log(name)
+    job = re.escape(request["jobId"])
+    handled = len(re.findall(rf"job {job} image \S+ region \d+/12 staged", log))
+    handled += len(re.findall(rf"job {job} region \d+: already staged", log))
+    handled += len(re.findall(rf"job {job} image \d+ region \d+: image already ended", log))
+    assert handled >= 12 + 11
+
+
+def test_failing_tiles_make_the_image_partial_and_are_listed(
+    fleet_stack: Stack, fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.start()
+    fleet.start()
+    pixels = np.full((1, 1000, 1500), 200, dtype=np.uint8)
+    pixels[:, :200, :200] = 40  # top-left tile mean ~102: the failure model replies non-GeoJSON
+    url = fleet_stack.upload(write_geotiff(tmp_path / "partial.tif", pixels, TRANSFORM, UTM))
+    request = fleet_stack.request(
+        url,
+        imageProcessorTileSize=256,
+        imageProcessorTileOverlap=32,
+        imageProcessorParameters={"CustomAttributes": "model_selection=failure"},
+    )
+    statuses = run_job(fleet_stack, request)
+    final = statuses[-1]
+    assert final.attributes["status"] == "PARTIAL"
+    assert final.attributes["failed_tiles"] == "1"
+    assert "failed tiles (row,col size): 0,0 256x256: model reply is not" in final.message
+    record = fleet_stack.job_record(request["jobId"], url)
+    assert record["failed_tile_list"][0]["S"].startswith("0,0 256x256: model reply")
+    assert len(fleet_stack.result(request["jobId"])["features"]) == 34
+
+
+def test_every_tile_failing_fails_the_image(
+    fleet_stack: Stack, fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.start()
+    pixels = np.full((1, 600, 600), 40, dtype=np.uint8)
+    url = fleet_stack.upload(write_geotiff(tmp_path / "dark.tif", pixels, TRANSFORM, UTM))
+    request = fleet_stack.request(
+        url,
+        imageProcessorTileSize=256,
+        imageProcessorTileOverlap=32,
+        imageProcessorParameters={"CustomAttributes": "model_selection=failure"},
+    )
+    statuses = run_job(fleet_stack, request)
+    assert terminal(statuses) == ["FAILED"]
+    assert "all 9 tiles failed" in statuses[-1].message
+
+
+def test_sigterm_releases_the_region_in_hand(
+    fleet_stack: Stack, fleet: Fleet, image_url: str
+) -> None:
+    first = fleet.start(MODELRUNNER_MAX_IN_FLIGHT="1", MODELRUNNER_VISIBILITY_TIMEOUT_S="120")
+    request = flood_request(fleet_stack, image_url)
+    request["imageProcessorParameters"] = {"CustomAttributes": "sleep_ms=300"}
+    fleet_stack.submit(json.dumps(request))
+    fleet.local.wait_for_log(first, f"job {request['jobId']} image")
+    process = fleet.running.pop(first)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert time.monotonic() - started < 15, "the grace period bounds the stop"
+    assert "released message" in fleet.log(first) or "stopping" in fleet.log(first)
+    # The released work is taken at once by another worker, not after the 120 s visibility.
+    fleet.start(MODELRUNNER_VISIBILITY_TIMEOUT_S="120")
+    statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=100)
+    assert terminal(statuses) == ["SUCCESS"]
