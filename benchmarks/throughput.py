@@ -8,6 +8,8 @@ resident memory (VmHWM). The median over runs is printed last.
     python -m benchmarks.throughput [--size 10000] [--tile 512] [--overlap 128] [--runs 3]
     python -m benchmarks.throughput --runs 1 --flood 1500 --kinesis   # about 1M features
     python -m benchmarks.throughput --sleep-ms 50 --concurrency 32      # a slow model
+    python -m benchmarks.throughput --size 20000 --sleep-ms 50 --workers 4 --concurrency 4
+                                                  # scale-out: regions shared by 4 workers
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main() -> None:
     )
     parser.add_argument("--kinesis", action="store_true", help="also write to Kinesis")
     parser.add_argument("--sleep-ms", type=int, default=0, help="model time per tile")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--region", default="10240", help="region size in pixels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "logs") as stack:
         image = Path(tmp) / "bench.tif"
@@ -87,9 +91,18 @@ def main() -> None:
         session = boto3.session.Session(region_name="us-east-1")
         s3 = session.client("s3", endpoint_url=stack.endpoint_url)
         s3.upload_file(str(image), stack.resources.image_bucket, "bench.tif")
-        worker = stack.start_worker(MODELRUNNER_ENDPOINT_CONCURRENCY=args.concurrency)
-        stack.wait_for_log("worker", "worker polling")
-        idle_rss = proc_status_mib(worker.pid, "VmRSS")
+        workers = []
+        for number in range(args.workers):
+            name = f"worker-{number + 1}"
+            workers.append(
+                stack.start_worker(
+                    name,
+                    MODELRUNNER_ENDPOINT_CONCURRENCY=args.concurrency,
+                    MODELRUNNER_REGION_SIZE_PX=args.region,
+                )
+            )
+            stack.wait_for_log(name, "worker polling")
+        idle_rss = max(proc_status_mib(w.pid, "VmRSS") for w in workers)
         rates = []
         outputs: list[dict[str, object]] = [
             {"type": "S3", "bucket": stack.resources.bucket, "prefix": "bench"}
@@ -127,10 +140,11 @@ def main() -> None:
                 poll_interval_s=0.05,
             )
             elapsed = time.monotonic() - started
-            log_text = (stack.log_dir / "worker.log").read_text()
-            for line in log_text.splitlines():
-                if parsed.job_id in line and ("detections" in line or "written" in line):
-                    print("  worker:", line.split(" INFO ", 1)[-1], flush=True)
+            for number in range(args.workers):
+                log_text = (stack.log_dir / f"worker-{number + 1}.log").read_text()
+                for line in log_text.splitlines():
+                    if parsed.job_id in line and ("after duplicate" in line or "written" in line):
+                        print("  worker:", line.split(" INFO ", 1)[-1], flush=True)
             tiles = int(record["tile_count"])
             rates.append(tiles / elapsed)
             print(
@@ -142,14 +156,16 @@ def main() -> None:
                         "features": int(record["feature_count"]),
                         "seconds": round(elapsed, 2),
                         "tiles_per_s": round(tiles / elapsed, 1),
-                        "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
+                        "workers": args.workers,
+                        "worker_peak_rss_mib": [round(peak_rss_mib(w.pid), 1) for w in workers],
                     }
                 ),
                 flush=True,
             )
         print(
             f"median {statistics.median(rates):.1f} tiles/s over {len(rates)} runs;"
-            f" worker RSS idle {idle_rss:.0f} MiB, peak {peak_rss_mib(worker.pid):.0f} MiB"
+            f" {args.workers} worker(s): RSS idle {idle_rss:.0f} MiB,"
+            f" peak {max(peak_rss_mib(w.pid) for w in workers):.0f} MiB (the largest)"
         )
 
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -51,6 +52,12 @@ def describe_outcome(url: str, outcome: ImageOutcome) -> str:
     return text
 
 
+@dataclass
+class _ImageLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Coordinator:
     """Runs images and regions on this worker, in step with every other worker."""
 
@@ -74,6 +81,7 @@ class Coordinator:
         self._status = status
         self._region_status = region_status
         self._worker_id = worker_id
+        self._locks: dict[str, _ImageLock] = {}
 
     # ---- images -------------------------------------------------------------------------
 
@@ -104,7 +112,7 @@ class Coordinator:
         )
         if record.final_status is not None:
             log.warning("job %s image %s already ended %s", job.job_id, url, record.final_status)
-            await self._publish_recorded(job.request, index, record)
+            await self._publish_recorded(job.request, index)
             return None
         if record.created:
             await self._status.publish(
@@ -148,6 +156,14 @@ class Coordinator:
         self, request: ImageRequest, index: int, record: ImageRecord, reason: str
     ) -> None:
         url = request.image_urls[index]
+        async with self._image_lock(request.job_id, url):
+            record = await self._get(request, index)
+            await self._fail_locked(request, index, record, reason)
+
+    async def _fail_locked(
+        self, request: ImageRequest, index: int, record: ImageRecord, reason: str
+    ) -> None:
+        url = request.image_urls[index]
         if record.final_status is None:
             if not await self._jobs.claim(
                 request.job_id, url, self._worker_id, self._settings.visibility_timeout_s
@@ -159,7 +175,7 @@ class Coordinator:
             if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
                 return
             record = await self._get(request, index)
-        await self._publish_recorded(request, index, record)
+        await self._publish_locked(request, index, record)
 
     # ---- regions ------------------------------------------------------------------------
 
@@ -180,7 +196,7 @@ class Coordinator:
                 region_request.region_id,
                 record.final_status,
             )
-            await self._publish_recorded(request, index, record)
+            await self._publish_recorded(request, index)
             return
         job = await self._pipeline.plan(request, index, region_request.region_size_px)
         if len(job.regions) != region_request.region_count:
@@ -282,6 +298,13 @@ class Coordinator:
         url = request.image_urls[index]
         if record.final_status is not None and record.published:
             return
+        async with self._image_lock(request.job_id, url):
+            await self._finalise_locked(request, index, job)
+
+    async def _finalise_locked(
+        self, request: ImageRequest, index: int, job: ImageJob | None
+    ) -> None:
+        url = request.image_urls[index]
         lease_s = self._settings.visibility_timeout_s
         if not await self._jobs.claim(request.job_id, url, self._worker_id, lease_s):
             log.info("job %s image %s: another worker finalises it", request.job_id, url)
@@ -300,7 +323,7 @@ class Coordinator:
                     log.warning("job %s image %s: finalised elsewhere", request.job_id, url)
                     return
                 record = await self._get(request, index)
-            await self._publish_recorded(request, index, record)
+            await self._publish_locked(request, index, record)
             await self._staging.delete(
                 request.job_id, index, list(range(1, record.region_count + 1))
             )
@@ -348,14 +371,41 @@ class Coordinator:
             )
         return record
 
-    async def _publish_recorded(
-        self, request: ImageRequest, index: int, record: ImageRecord
-    ) -> None:
+    @contextlib.asynccontextmanager
+    async def _image_lock(self, job_id: str, url: str) -> AsyncIterator[None]:
+        """One lock per image in this process: its regions may end at the same moment here,
+        and the lease (held per worker) does not tell them apart. Dropped when unused."""
+        key = f"{job_id}:{url}"
+        entry = self._locks.setdefault(key, _ImageLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[key]
+
+    async def _publish_recorded(self, request: ImageRequest, index: int) -> None:
         """Publish the recorded terminal status unless that was done already."""
+        url = request.image_urls[index]
+        async with self._image_lock(request.job_id, url):
+            await self._publish_locked(request, index, await self._get(request, index))
+
+    async def _publish_locked(self, request: ImageRequest, index: int, record: ImageRecord) -> None:
+        """Publish the recorded terminal status unless that was done already.
+
+        Only the lease holder publishes: a worker that finds an outcome recorded but not yet
+        published while another holds the lease leaves it to that one (which is publishing
+        it, or whose lease will expire).
+        """
         outcome = record.outcome()
         if outcome is None or record.published:
             return
         url = request.image_urls[index]
+        lease_s = self._settings.visibility_timeout_s
+        if not await self._jobs.claim(request.job_id, url, self._worker_id, lease_s):
+            return
         await self._status.publish(
             StatusEvent(
                 status=outcome.status,

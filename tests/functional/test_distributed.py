@@ -3,6 +3,7 @@
 A stack of its own (moto, models), so that exactly the workers a test starts are running.
 """
 
+import itertools
 import json
 import re
 import signal
@@ -24,6 +25,7 @@ from tests.functional.test_end_to_end import TRANSFORM, UTM
 pytestmark = pytest.mark.functional
 
 VISIBILITY_S = 6
+WORKER_NUMBERS = itertools.count(1)
 FLEET_ENV = {
     "MODELRUNNER_REGION_SIZE_PX": "512",
     "MODELRUNNER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
@@ -41,11 +43,9 @@ class Fleet:
     def __init__(self, local: LocalStack) -> None:
         self.local = local
         self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self._count = 0
 
     def start(self, **overrides: str) -> str:
-        self._count += 1
-        name = f"fleet-{self._count}"
+        name = f"fleet-{next(WORKER_NUMBERS)}"  # a fresh log file for every worker
         self.running[name] = self.local.start_worker(name, **{**FLEET_ENV, **overrides})
         self.local.wait_for_log(name, "worker polling")
         return name
@@ -337,3 +337,36 @@ def test_sigterm_releases_the_region_in_hand(
     fleet.start(MODELRUNNER_VISIBILITY_TIMEOUT_S="120")
     statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=100)
     assert terminal(statuses) == ["SUCCESS"]
+
+
+def test_job_deadline_fails_the_image_with_the_reason(
+    fleet_stack: Stack, fleet: Fleet, image_url: str
+) -> None:
+    fleet.start(MODELRUNNER_JOB_DEADLINE_S="2")
+    fleet.start(MODELRUNNER_JOB_DEADLINE_S="2")
+    request = flood_request(fleet_stack, image_url)
+    request["imageProcessorParameters"] = {"CustomAttributes": "sleep_ms=1000"}
+    fleet_stack.submit(json.dumps(request))
+    statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=60)
+    assert terminal(settle(fleet_stack, request["jobId"])) == ["FAILED"]
+    assert "job deadline exceeded: not finished 2s after it started" in statuses[-1].message
+
+
+def test_image_gone_after_planning_still_ends_failed(
+    fleet_stack: Stack, fleet: Fleet, tmp_path: Path
+) -> None:
+    pixels = np.random.default_rng(3).integers(0, 255, (1, 1000, 1500), dtype=np.uint8)
+    url = fleet_stack.upload(write_geotiff(tmp_path / "gone.tif", pixels, TRANSFORM, UTM))
+    request = flood_request(fleet_stack, url)
+    request["imageProcessorParameters"] = {"CustomAttributes": "sleep_ms=500"}
+    name = fleet.start(MODELRUNNER_MAX_IN_FLIGHT="1")
+    fleet_stack.submit(json.dumps(request))
+    fleet.local.wait_for_log(name, "tiles in 12 region(s)")
+    bucket, key = url.removeprefix("s3://").split("/", 1)
+    fleet_stack.s3.delete_object(Bucket=bucket, Key=key)
+
+    statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=120)
+    assert terminal(settle(fleet_stack, request["jobId"])) == ["FAILED"]
+    # Whether a region's worker cannot open the image or cannot read its tiles, the image
+    # ends FAILED once, naming it.
+    assert "gone.tif" in statuses[-1].message
