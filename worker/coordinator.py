@@ -238,30 +238,38 @@ class Coordinator:
         )
         if staged_already:
             log.info("job %s region %d: already staged", job.job_id, region.region_id)
-        else:
-            try:
-                async with asyncio.timeout(record.deadline - time.time()):
-                    staged = await self._tiles(job, region)
-            except TimeoutError:
-                await self._deadline_exceeded(job, record)
-                return
-            await self._staging.put(job.job_id, job.index, region.region_id, staged)
-            log.info(
-                "job %s image %s region %d/%d staged: %d tiles (%d failed), %d detections",
-                job.job_id,
-                job.url,
-                region.region_id,
-                len(job.regions),
-                staged.tile_count,
-                staged.failed_count,
-                len(staged.table),
-            )
-            await self._publish_region(
-                job.request, job.index, region.region_id, len(job.regions), record, staged
-            )
+        elif not await self._run_and_stage(job, region, record):
+            return
         record = await self._jobs.region_done(job.job_id, job.url, region.region_id)
         if record.complete:
             await self._finalise_when_complete(job.request, job.index, record, job)
+
+    async def _run_and_stage(self, job: ImageJob, region: Region, record: ImageRecord) -> bool:
+        """Run the region's tiles and stage the result; False if the job ran out of time.
+
+        The region's detections are released when this returns, before any finalisation.
+        """
+        try:
+            async with asyncio.timeout(record.deadline - time.time()):
+                staged = await self._tiles(job, region)
+        except TimeoutError:
+            await self._deadline_exceeded(job, record)
+            return False
+        await self._staging.put(job.job_id, job.index, region.region_id, staged)
+        log.info(
+            "job %s image %s region %d/%d staged: %d tiles (%d failed), %d detections",
+            job.job_id,
+            job.url,
+            region.region_id,
+            len(job.regions),
+            staged.tile_count,
+            staged.failed_count,
+            len(staged.table),
+        )
+        await self._publish_region(
+            job.request, job.index, region.region_id, len(job.regions), record, staged
+        )
+        return True
 
     async def _tiles(self, job: ImageJob, region: Region) -> StagedRegion:
         log.info(

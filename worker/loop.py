@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.coordinator import Coordinator
 from worker.errors import InvalidRequestError, PermanentError, RetryableError
+from worker.health import touch
 from worker.messages import (
     ImageRequest,
     RegionRequest,
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_JOB_ID = "unknown"
 RECEIVE_BACKOFF_CAP_S = 30.0
 MAX_RETRY_DELAY_S = 900
+BUSY_WAKE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +82,12 @@ class Worker:
         stopping = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
+                touch(self._settings.health_file)
                 if len(self._tasks) >= self._settings.max_in_flight:
-                    await asyncio.wait(
-                        {*self._tasks, stopping}, return_when=asyncio.FIRST_COMPLETED
+                    await asyncio.wait(  # wakes at least every few seconds: liveness
+                        {*self._tasks, stopping},
+                        timeout=BUSY_WAKE_S,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                     continue
                 try:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     grace_period_s: Annotated[float, Field(ge=0)] = 100.0
     job_deadline_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
     max_receives: Annotated[int, Field(ge=1)] = 4
+    health_file: str | None = None
+    health_max_age_s: Annotated[float, Field(gt=0)] = 120.0
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 300
     max_attempts: Annotated[int, Field(ge=1)] = 3
     retry_delay_s: Annotated[int, Field(ge=0, le=900)] = 10

@@ -78,8 +78,8 @@ class StagingCorruptError(RetryableError):
     """A staged object cannot be read back."""
 
 
-def encode_region(staged: StagedRegion) -> bytes:
-    """The staged region as bytes (runs on the thread pool)."""
+def encode_region(staged: StagedRegion) -> io.BytesIO:
+    """The staged region as an in-memory file, at its start (runs on the thread pool)."""
     meta = {
         "tile_count": staged.tile_count,
         "lost_tiles": staged.lost_tiles,
@@ -92,7 +92,8 @@ def encode_region(staged: StagedRegion) -> bytes:
     buffer = io.BytesIO()
     save: Any = np.savez  # its stubs type **arrays as its own keyword options
     save(buffer, **arrays)
-    return buffer.getvalue()
+    buffer.seek(0)
+    return buffer
 
 
 def decode_region(data: bytes) -> StagedRegion:

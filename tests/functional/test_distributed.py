@@ -5,9 +5,11 @@ A stack of its own (moto, models), so that exactly the workers a test starts are
 
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,9 +48,13 @@ class Fleet:
 
     def start(self, **overrides: str) -> str:
         name = f"fleet-{next(WORKER_NUMBERS)}"  # a fresh log file for every worker
-        self.running[name] = self.local.start_worker(name, **{**FLEET_ENV, **overrides})
+        health = {"MODELRUNNER_HEALTH_FILE": str(self.health_file(name))}
+        self.running[name] = self.local.start_worker(name, **{**FLEET_ENV, **health, **overrides})
         self.local.wait_for_log(name, "worker polling")
         return name
+
+    def health_file(self, name: str) -> Path:
+        return self.local.log_dir / f"{name}.health"
 
     def log(self, name: str) -> str:
         return (self.local.log_dir / f"{name}.log").read_text(errors="replace")
@@ -171,6 +177,13 @@ def test_three_workers_give_the_output_of_one(
         name for name in names if f"job {request['jobId']} image" in fleet.log(name)
     ]
     assert len(workers_with_regions) >= 2, "the regions were shared"
+    for name in names:  # the container health check passes for each live worker
+        check = subprocess.run(
+            [sys.executable, "-m", "worker.health"],
+            env={**os.environ, "MODELRUNNER_HEALTH_FILE": str(fleet.health_file(name))},
+            check=False,
+        )
+        assert check.returncode == 0
     record = fleet_stack.job_record(request["jobId"], image_url)
     assert record["final_status"] == "SUCCESS"
     assert sorted(int(r) for r in record["regions_done"]) == list(range(1, 13))

@@ -33,7 +33,7 @@ def test_round_trip_is_exact() -> None:
     original = StagedRegion(
         table(), 9, (FailedTile(Window(10, 20, 256, 128), "HTTP 500: boom"),), lost_tiles=2
     )
-    back = decode_region(encode_region(original))
+    back = decode_region(encode_region(original).getvalue())
     assert back.tile_count == 9
     assert back.failed_tiles == original.failed_tiles
     assert back.failed_count == 3
@@ -44,13 +44,15 @@ def test_round_trip_is_exact() -> None:
 
 
 def test_empty_region() -> None:
-    back = decode_region(encode_region(StagedRegion(DetectionTable(), 4)))
+    back = decode_region(encode_region(StagedRegion(DetectionTable(), 4)).getvalue())
     assert len(back.table) == 0
     assert back.table.boxes.shape == (0, 4)
     assert back.failed_count == 0
 
 
-@pytest.mark.parametrize("data", [b"", b"not a zip", encode_region(StagedRegion(table(), 1))[:100]])
+@pytest.mark.parametrize(
+    "data", [b"", b"not a zip", encode_region(StagedRegion(table(), 1)).getvalue()[:100]]
+)
 def test_corrupt_bytes_are_refused(data: bytes) -> None:
     with pytest.raises(StagingCorruptError, match="staged region unreadable"):
         decode_region(data)
