@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING
 
 import boto3
 
+from worker.settings import Settings
+
 if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient
     from mypy_boto3_sqs.client import SQSClient
 
 DEFAULT_REDRIVE_COUNT = 5
+JOB_INDEX = Settings.model_fields["job_index"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,21 +120,25 @@ def provision(
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     existing = set(dynamodb.list_tables()["TableNames"])
-    tables = {names.job_table: ["image_id"]}
-    for table, keys in tables.items():
-        if table in existing:
-            continue
+    if names.job_table not in existing:
         dynamodb.create_table(
-            TableName=table,
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
-            KeySchema=[
-                {"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"}
-                for i, k in enumerate(keys)
+            TableName=names.job_table,
+            AttributeDefinitions=[
+                {"AttributeName": "image_id", "AttributeType": "S"},
+                {"AttributeName": "job_id", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "image_id", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": JOB_INDEX,
+                    "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )
         dynamodb.update_time_to_live(
-            TableName=table,
+            TableName=names.job_table,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": "expire_time"},
         )
 

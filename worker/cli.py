@@ -1,4 +1,4 @@
-"""``modelrunner``: submit image requests and follow them to their terminal status.
+"""``modelrunner``: submit image requests, follow them, fetch and preview their results.
 
 Works against any stack: AWS itself, or an emulator through ``AWS_ENDPOINT_URL``.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,14 +20,25 @@ import boto3
 
 from worker.errors import InvalidRequestError
 from worker.messages import ImageRequest, RequestLimits, parse_image_request
+from worker.preview import preview
 from worker.settings import Settings
 from worker.status import Status
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
 
 POLL_INTERVAL_S = 1.0
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"modelrunner: {text.removeprefix('modelrunner: ')}\n")
 
 
 def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,6 +136,63 @@ def wait_for_job(
     raise TimeoutError(f"job {request.job_id} not finished after {timeout_s:.0f}s")
 
 
+def plain(value: Any) -> Any:
+    """A DynamoDB attribute value as a plain Python value."""
+    kind, inner = next(iter(value.items()))
+    if kind == "N":
+        number = float(inner)
+        return int(number) if number.is_integer() else number
+    if kind in {"NS"}:
+        return sorted(int(float(v)) for v in inner)
+    if kind == "L":
+        return [plain(v) for v in inner]
+    if kind == "M":
+        return {k: plain(v) for k, v in inner.items()}
+    return inner
+
+
+def job_records(
+    dynamodb: DynamoDBClient, table: str, index: str, job_id: str
+) -> list[dict[str, Any]]:
+    """Every image record of a job (through the table's job id index)."""
+    records: list[dict[str, Any]] = []
+    paginator = dynamodb.get_paginator("query")
+    for page in paginator.paginate(
+        TableName=table,
+        IndexName=index,
+        KeyConditionExpression="job_id = :j",
+        ExpressionAttributeValues={":j": {"S": job_id}},
+    ):
+        records += [{k: plain(v) for k, v in item.items()} for item in page.get("Items", [])]
+    return sorted(records, key=lambda r: str(r.get("image_url", "")))
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """One image's state in a line or two."""
+    status = record.get("final_status") or record.get("status", "?")
+    done = len(record.get("regions_done", []))
+    text = (
+        f"{record.get('image_url')}: {status}, {done}/{record.get('region_count', '?')} regions,"
+        f" {record.get('tile_count', '?')} tiles"
+    )
+    if "feature_count" in record:
+        text += (
+            f" ({record.get('failed_tiles', 0)} failed), {record['feature_count']} features"
+            f" in {record.get('processing_duration', 0)}s"
+        )
+    if record.get("reason"):
+        text += f"\n  reason: {record['reason']}"
+    for output in record.get("outputs", []):
+        text += f"\n  output: {output}"
+    return text
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelrunner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -144,23 +214,58 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--tile-compression")
     sub.add_argument("--wait", action="store_true", help="follow the job to its terminal status")
     sub.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    sub = commands.add_parser("status", help="show the state of a job's images")
+    sub.add_argument("job_id")
+    sub.add_argument("--json", action="store_true", help="print the records as JSON")
+    sub = commands.add_parser("results", help="download a job's GeoJSON results from S3")
+    sub.add_argument("job_id")
+    sub.add_argument("--output-dir", default=".", help="where to write the files")
+    sub = commands.add_parser("preview", help="a PNG of the image with the detections drawn")
+    sub.add_argument("job_id")
+    sub.add_argument("--output", default=None, help="PNG path (default <jobId>.png)")
+    sub.add_argument("--max-size", type=int, default=1024, help="longest side in pixels")
+    commands.add_parser("local", help="run the embedded local stack until interrupted")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "local":
+        return run_local()
     settings = Settings()
     session = boto3.session.Session(region_name=settings.aws_region)
+    if args.command == "submit":
+        return run_submit(args, settings, session)
+    records = job_records(
+        session.client("dynamodb"), settings.job_table, settings.job_index, args.job_id
+    )
+    if not records:
+        _err(f"modelrunner: no records of job {args.job_id}")
+        return 1
+    if args.command == "status":
+        if args.json:
+            _say(json.dumps(records, indent=2, default=str))
+        else:
+            for record in records:
+                _say(describe_record(record))
+        return 0
+    if args.command == "results":
+        return download_results(session.client("s3"), records, Path(args.output_dir))
+    return write_preview(session.client("s3"), records, args)
+
+
+def run_submit(args: argparse.Namespace, settings: Settings, session: boto3.session.Session) -> int:
+    """``modelrunner submit``."""
     sqs = session.client("sqs")
     queue = settings.image_queue
     queue_url = queue if "://" in queue else sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     try:
         request = submit(sqs, queue_url, request_from_args(args), settings.request_limits)
     except (InvalidRequestError, OSError, json.JSONDecodeError) as err:
-        print(f"modelrunner: {err}", file=sys.stderr)  # noqa: T201
+        _err(f"modelrunner: {err}")
         return 2
-    print(f"submitted job {request.job_id}")  # noqa: T201
+    _say(f"submitted job {request.job_id}")
     if not args.wait:
         return 0
     records = wait_for_job(
@@ -168,9 +273,68 @@ def main(argv: list[str] | None = None) -> int:
         settings.job_table,
         request,
         args.timeout,
-        lambda line: print(line, flush=True),  # noqa: T201
+        _say,
     )
+    for record in records:
+        _say(
+            f"{record['image_url']}: {record['status']}, {record.get('feature_count', 0)} features"
+        )
     return 0 if all(r["status"] == Status.SUCCESS for r in records) else 1
+
+
+def _s3_outputs(records: list[dict[str, Any]]) -> list[str]:
+    return [o for r in records for o in r.get("outputs", []) if str(o).startswith("s3://")]
+
+
+def download_results(s3: S3Client, records: list[dict[str, Any]], directory: Path) -> int:
+    """``modelrunner results``: every S3 output of the job into ``directory``."""
+    outputs = _s3_outputs(records)
+    if not outputs:
+        _err("modelrunner: the job has no S3 results (yet)")
+        return 1
+    directory.mkdir(parents=True, exist_ok=True)
+    for url in outputs:
+        bucket, key = split_s3_url(url)
+        target = directory / Path(key).name
+        s3.download_file(bucket, key, str(target))
+        _say(f"{url} -> {target}")
+    return 0
+
+
+def write_preview(s3: S3Client, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """``modelrunner preview``: the first image with an S3 result, boxes drawn."""
+    for record in records:
+        outputs = _s3_outputs([record])
+        if not outputs:
+            continue
+        bucket, key = split_s3_url(outputs[0])
+        collection = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        path = args.output or f"{args.job_id}.png"
+        count = preview(str(record["image_url"]), collection, path, args.max_size)
+        _say(f"wrote {path}: {record['image_url']} with {count} boxes")
+        return 0
+    _err("modelrunner: the job has no S3 results to preview (yet)")
+    return 1
+
+
+def run_local() -> int:
+    """``modelrunner local``: the embedded stack and a worker, until Ctrl-C."""
+    from infra.local_stack import LocalStack  # noqa: PLC0415 - only this command needs it
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with LocalStack(Path(".local-stack")) as stack:
+        stack.start_worker()
+        stack.wait_for_log("worker", "worker polling")
+        environment = {**stack.aws_env, **stack.resources.worker_environment()}
+        for key, value in sorted(environment.items()):
+            _say(f"export {key}={value}")
+        _say(f"# model endpoint: {stack.model_url}")
+        _say(f"# images bucket: s3://{stack.resources.image_bucket}")
+        _say("# running; Ctrl-C stops everything")
+        stop.wait()
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     region_queue: str = "ModelRunnerRegionQueue"
     region_dlq: str = "ModelRunnerRegionQueueDLQ"
     job_table: str = "ModelRunnerJobs"
+    job_index: str = "job_id-index"
     status_topic_arn: str | None = None
     region_status_topic_arn: str | None = None
     staging_bucket: str = "modelrunner-staging"
