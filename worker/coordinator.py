@@ -233,6 +233,14 @@ class Coordinator:
         if record.past_deadline():
             await self._deadline_exceeded(job, record)
             return
+        if len(job.regions) == 1:
+            # The only region: this worker finalises it from memory, nothing to stage. A crash
+            # redelivers the image request, which does it again.
+            only = await self._run_in_time(job, region, record)
+            if only is not None:
+                record = await self._jobs.region_done(job.job_id, job.url, region.region_id)
+                await self._finalise_when_complete(job.request, job.index, record, job, only)
+            return
         staged_already = region.region_id in record.regions_done and await self._staging.exists(
             job.job_id, job.index, region.region_id
         )
@@ -244,20 +252,18 @@ class Coordinator:
         if record.complete:
             await self._finalise_when_complete(job.request, job.index, record, job)
 
-    async def _run_and_stage(self, job: ImageJob, region: Region, record: ImageRecord) -> bool:
-        """Run the region's tiles and stage the result; False if the job ran out of time.
-
-        The region's detections are released when this returns, before any finalisation.
-        """
+    async def _run_in_time(
+        self, job: ImageJob, region: Region, record: ImageRecord
+    ) -> StagedRegion | None:
+        """Run the region's tiles within the job deadline (None: the job ran out of time)."""
         try:
             async with asyncio.timeout(record.deadline - time.time()):
                 staged = await self._tiles(job, region)
         except TimeoutError:
             await self._deadline_exceeded(job, record)
-            return False
-        await self._staging.put(job.job_id, job.index, region.region_id, staged)
+            return None
         log.info(
-            "job %s image %s region %d/%d staged: %d tiles (%d failed), %d detections",
+            "job %s image %s region %d/%d done: %d tiles (%d failed), %d detections",
             job.job_id,
             job.url,
             region.region_id,
@@ -269,6 +275,18 @@ class Coordinator:
         await self._publish_region(
             job.request, job.index, region.region_id, len(job.regions), record, staged
         )
+        return staged
+
+    async def _run_and_stage(self, job: ImageJob, region: Region, record: ImageRecord) -> bool:
+        """Run the region's tiles and stage the result; False if the job ran out of time.
+
+        The region's detections are released when this returns, before any finalisation.
+        """
+        staged = await self._run_in_time(job, region, record)
+        if staged is None:
+            return False
+        await self._staging.put(job.job_id, job.index, region.region_id, staged)
+        log.info("job %s image %s region %d staged", job.job_id, job.url, region.region_id)
         return True
 
     async def _tiles(self, job: ImageJob, region: Region) -> StagedRegion:
@@ -301,16 +319,25 @@ class Coordinator:
     # ---- finalisation -------------------------------------------------------------------
 
     async def _finalise_when_complete(
-        self, request: ImageRequest, index: int, record: ImageRecord, job: ImageJob | None = None
+        self,
+        request: ImageRequest,
+        index: int,
+        record: ImageRecord,
+        job: ImageJob | None = None,
+        only_region: StagedRegion | None = None,
     ) -> None:
         url = request.image_urls[index]
         if record.final_status is not None and record.published:
             return
         async with self._image_lock(request.job_id, url):
-            await self._finalise_locked(request, index, job)
+            await self._finalise_locked(request, index, job, only_region)
 
     async def _finalise_locked(
-        self, request: ImageRequest, index: int, job: ImageJob | None
+        self,
+        request: ImageRequest,
+        index: int,
+        job: ImageJob | None,
+        only_region: StagedRegion | None,
     ) -> None:
         url = request.image_urls[index]
         lease_s = self._settings.visibility_timeout_s
@@ -326,7 +353,7 @@ class Coordinator:
                     url,
                     len(record.regions_done),
                 )
-                outcome = await self._finalise(request, index, record, job)
+                outcome = await self._finalise(request, index, record, job, only_region)
                 if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
                     log.warning("job %s image %s: finalised elsewhere", request.job_id, url)
                     return
@@ -337,15 +364,23 @@ class Coordinator:
             )
 
     async def _finalise(
-        self, request: ImageRequest, index: int, record: ImageRecord, job: ImageJob | None
+        self,
+        request: ImageRequest,
+        index: int,
+        record: ImageRecord,
+        job: ImageJob | None,
+        only_region: StagedRegion | None,
     ) -> ImageOutcome:
         try:
             if job is None:
                 job = await self._pipeline.plan(request, index)
-            staged = [
-                await self._staging.get(request.job_id, index, region_id)
-                for region_id in range(1, record.region_count + 1)
-            ]
+            if only_region is not None and record.region_count == 1:
+                staged = [only_region]
+            else:
+                staged = [
+                    await self._staging.get(request.job_id, index, region_id)
+                    for region_id in range(1, record.region_count + 1)
+                ]
             return await self._pipeline.finalise(job, staged, record.start_time)
         except PermanentError as err:
             log.warning("job %s image %d failed: %s", request.job_id, index, err)

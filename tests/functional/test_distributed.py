@@ -169,7 +169,7 @@ def test_three_workers_give_the_output_of_one(
         int(m.group(1))
         for name in names
         for m in re.finditer(
-            rf"job {request['jobId']} image \S+ region (\d+)/12 staged", fleet.log(name)
+            rf"job {request['jobId']} image \S+ region (\d+)/12 done", fleet.log(name)
         )
     }
     assert staged == set(range(1, 13))
@@ -202,7 +202,7 @@ def test_three_workers_give_the_output_of_one(
 CRASH_POINTS = {
     "planning": (r"tiles in 12 region\(s\)", 0.0),
     "tiling": (r"region \d+/12: \d+ tiles over", 0.2),
-    "staged": (r"region \d+/12 staged", 0.0),
+    "staged": (r"region \d+ staged", 0.0),
     "finalising": (r"finalising 12 regions", 0.0),
 }
 
@@ -285,7 +285,7 @@ def test_redelivered_regions_give_one_set_of_features(
     assert summary(fleet_stack.result(request["jobId"])) == clean_result
     log = fleet.log(name)
     job = re.escape(request["jobId"])
-    handled = len(re.findall(rf"job {job} image \S+ region \d+/12 staged", log))
+    handled = len(re.findall(rf"job {job} image \S+ region \d+/12 done", log))
     handled += len(re.findall(rf"job {job} region \d+: already staged", log))
     handled += len(re.findall(rf"job {job} image \d+ region \d+: image already ended", log))
     assert handled >= 12 + 11
