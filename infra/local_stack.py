@@ -129,6 +129,7 @@ class LocalStack:
             "MODELRUNNER_IMAGE_URL_SCHEMES": "s3,file",
             "MODELRUNNER_ENDPOINT_HOSTS": "127.0.0.1",
             "MODELRUNNER_PROGRESS_INTERVAL_S": "1",
+            "MODELRUNNER_LOG_FORMAT": "text",
             **overrides,
         }
 

@@ -25,6 +25,7 @@ from tiling.grid import Window
 from worker.errors import PermanentError
 from worker.jobstore import ImageOutcome, ImageRecord, JobStore
 from worker.messages import ImageRequest, RegionRequest
+from worker.metrics import MetricsWriter, gathering_tile_stats, region_values, set_log_context
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress
 from worker.queue import MessageSender
 from worker.regions import Region
@@ -33,6 +34,11 @@ from worker.staging import FailedTile, StagedRegion, Staging
 from worker.status import Status, StatusEvent, StatusPublisher
 
 log = logging.getLogger(__name__)
+
+
+def metric_dimensions(job: ImageJob) -> dict[str, str]:
+    """The dimensions of an image's metrics: the model and the input format."""
+    return {"Model": job.request.image_processor.name, "InputFormat": job.info.driver}
 
 
 def describe_outcome(url: str, outcome: ImageOutcome) -> str:
@@ -52,6 +58,15 @@ def describe_outcome(url: str, outcome: ImageOutcome) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Reporting:
+    """Where the coordinator reports: image statuses, optional region statuses, metrics."""
+
+    status: StatusPublisher
+    region_status: StatusPublisher | None = None
+    metrics: MetricsWriter | None = None
+
+
 @dataclass
 class _ImageLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -68,8 +83,7 @@ class Coordinator:
         jobs: JobStore,
         staging: Staging,
         region_queue: MessageSender,
-        status: StatusPublisher,
-        region_status: StatusPublisher | None,
+        reporting: Reporting,
         worker_id: str,
     ) -> None:
         """Wire the coordinator to its ports; ``worker_id`` names this worker's leases."""
@@ -78,8 +92,9 @@ class Coordinator:
         self._jobs = jobs
         self._staging = staging
         self._region_queue = region_queue
-        self._status = status
-        self._region_status = region_status
+        self._status = reporting.status
+        self._region_status = reporting.region_status
+        self._metrics = reporting.metrics
         self._worker_id = worker_id
         self._locks: dict[str, _ImageLock] = {}
 
@@ -96,6 +111,7 @@ class Coordinator:
             RetryableError: On a transient failure; everything done so far may be repeated.
         """
         url = request.image_urls[index]
+        set_log_context(job_id=request.job_id, image_id=f"{request.job_id}:{url}")
         try:
             job = await self._pipeline.plan(request, index)
         except PermanentError as err:
@@ -187,6 +203,11 @@ class Coordinator:
             PermanentError: If the image cannot be opened or no longer matches the plan.
         """
         index = region_request.image_index
+        set_log_context(
+            job_id=request.job_id,
+            image_id=f"{request.job_id}:{request.image_urls[index]}",
+            region_id=str(region_request.region_id),
+        )
         record = await self._get(request, index)
         if record.final_status is not None:
             log.info(
@@ -299,12 +320,26 @@ class Coordinator:
             len(region.tiles),
             region.bounds,
         )
+        set_log_context(region_id=str(region.region_id))
         progress = TileProgress(job.job_id, len(region.tiles))
         reporter = asyncio.create_task(self._report(job, region, progress))
+        started = time.monotonic()
         try:
-            return await self._pipeline.run_region(job, region, progress)
+            with gathering_tile_stats() as stats:
+                staged = await self._pipeline.run_region(job, region, progress)
         finally:
             reporter.cancel()
+        if self._metrics is not None:
+            self._metrics.write(
+                metric_dimensions(job),
+                region_values(stats, len(region.tiles), time.monotonic() - started),
+                {
+                    "job_id": job.job_id,
+                    "image_id": f"{job.job_id}:{job.url}",
+                    "region_id": str(region.region_id),
+                },
+            )
+        return staged
 
     async def _deadline_exceeded(self, job: ImageJob, record: ImageRecord) -> None:
         limit = self._settings.job_deadline_s
@@ -353,7 +388,9 @@ class Coordinator:
                     url,
                     len(record.regions_done),
                 )
+                finalising = time.monotonic()
                 outcome = await self._finalise(request, index, record, job, only_region)
+                self._image_metrics(request, index, job, outcome, time.monotonic() - finalising)
                 if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
                     log.warning("job %s image %s: finalised elsewhere", request.job_id, url)
                     return
@@ -387,6 +424,36 @@ class Coordinator:
             return ImageOutcome(
                 Status.FAILED, duration_s=time.time() - record.start_time, reason=str(err)
             )
+
+    def _image_metrics(
+        self,
+        request: ImageRequest,
+        index: int,
+        job: ImageJob | None,
+        outcome: ImageOutcome,
+        finalise_s: float,
+    ) -> None:
+        if self._metrics is None:
+            return
+        dimensions = {
+            "Model": request.image_processor.name,
+            "InputFormat": job.info.driver if job is not None else "unknown",
+        }
+        self._metrics.write(
+            dimensions,
+            {
+                "Features": (outcome.feature_count, "Count"),
+                "FailedTiles": (outcome.failed_tiles, "Count"),
+                "ImageSeconds": (round(outcome.duration_s, 3), "Seconds"),
+                "FinaliseSeconds": (round(finalise_s, 3), "Seconds"),
+                "ImagesFailed": (int(outcome.status is Status.FAILED), "Count"),
+            },
+            {
+                "job_id": request.job_id,
+                "image_id": f"{request.job_id}:{request.image_urls[index]}",
+                "status": outcome.status.value,
+            },
+        )
 
     @contextlib.asynccontextmanager
     async def _lease(self, job_id: str, url: str, lease_s: float) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import EndpointPermanentError, EndpointRetryableError
 from worker.limiter import AimdLimiter
+from worker.metrics import tile_stats
 
 if TYPE_CHECKING:
     from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
@@ -63,10 +64,14 @@ async def with_retries(
                 except EndpointRetryableError as err:
                     if err.throttled:
                         slot.throttled()
+                        if (stats := tile_stats()) is not None:
+                            stats.throttles += 1
                     raise
         except EndpointRetryableError as err:
             if attempt >= retries:
                 raise
+            if (stats := tile_stats()) is not None:
+                stats.retries += 1
             delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
             if err.retry_after_s is not None:
                 delay = min(err.retry_after_s, RETRY_AFTER_CAP_S)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -32,6 +33,7 @@ from worker.messages import (
     parse_image_request,
     parse_region_request,
 )
+from worker.metrics import MetricsWriter, set_log_context
 from worker.policy import check_endpoint, check_image_urls
 from worker.queue import MessageQueue, QueueMessage
 from worker.settings import Settings
@@ -65,6 +67,7 @@ class Worker:
         coordinator: Coordinator,
         status: StatusPublisher,
         stop: asyncio.Event,
+        metrics: MetricsWriter | None = None,
     ) -> None:
         """Consume the queues until ``stop`` is set."""
         self._settings = settings
@@ -73,6 +76,7 @@ class Worker:
         self._coordinator = coordinator
         self._status = status
         self._stop = stop
+        self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -145,6 +149,13 @@ class Worker:
     async def handle(self, work: Work) -> None:
         """Process one message and settle it (delete, release or dead-letter)."""
         heartbeat = asyncio.create_task(self._heartbeat(work))
+        set_log_context(message_id=work.message.message_id)
+        sent_at_s = work.message.sent_at_s
+        if self._metrics is not None and sent_at_s is not None:
+            self._metrics.write(
+                {"Queue": "region" if work.is_region else "image"},
+                {"QueueWaitSeconds": (round(max(0.0, time.time() - sent_at_s), 3), "Seconds")},
+            )
         try:
             if work.is_region:
                 await self._handle_region(work)

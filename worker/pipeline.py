@@ -37,6 +37,7 @@ from worker.endpoints import ModelEndpoint
 from worker.errors import EndpointError, ImageUnavailableError, PermanentError
 from worker.jobstore import ImageOutcome
 from worker.messages import ImageRequest
+from worker.metrics import tile_stats
 from worker.output import write_outputs
 from worker.plan import ImagePlan, plan_image
 from worker.regions import Region, split_regions
@@ -332,8 +333,11 @@ class ImagePipeline:
         endpoint: ModelEndpoint,
         progress: TileProgress,
     ) -> DetectionTable:
+        started = time.monotonic()
         try:
             body = await endpoint.invoke(payload, content_type(plan.tile_format))
+            if (stats := tile_stats()) is not None:
+                stats.latencies_s.append(time.monotonic() - started)
             return await self._in_thread(parse_tile_reply, body, window)
         except (EndpointError, ModelOutputError) as err:
             self._tile_failed(window, err, progress)
@@ -343,3 +347,5 @@ class ImagePipeline:
     def _tile_failed(window: Window, err: Exception, progress: TileProgress) -> None:
         log.warning("job %s tile %s failed: %s", progress.job_id, window, err)
         progress.failures.append(FailedTile(window, str(err)))
+        if (stats := tile_stats()) is not None:
+            stats.failures += 1

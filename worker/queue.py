@@ -22,6 +22,14 @@ class QueueMessage:
     receipt_handle: str
     body: str
     receive_count: int
+    sent_at_s: float | None = None  # when the message was sent (epoch seconds)
+
+
+def _sent_at_s(value: str | None) -> float | None:
+    try:
+        return int(value) / 1000 if value else None
+    except ValueError:
+        return None
 
 
 class MessageQueue(Protocol):
@@ -72,7 +80,7 @@ class SqsQueue:
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_s,
             VisibilityTimeout=visibility_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
         return [
             QueueMessage(
@@ -80,6 +88,7 @@ class SqsQueue:
                 receipt_handle=m["ReceiptHandle"],
                 body=m.get("Body", ""),
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                sent_at_s=_sent_at_s(m.get("Attributes", {}).get("SentTimestamp")),
             )
             for m in reply.get("Messages", [])
         ]

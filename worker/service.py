@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiobotocore.session import get_session
 
-from worker.coordinator import Coordinator
+from worker.coordinator import Coordinator, Reporting
 from worker.credentials import RoleClients
 from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
 from worker.jobstore import DynamoJobStore
 from worker.limiter import AimdLimiter
 from worker.loop import Worker
 from worker.messages import ImageRequest, KinesisOutput, ProcessorType
+from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
 from worker.publish import LogStatusPublisher, SnsStatusPublisher
 from worker.queue import SqsQueue
@@ -183,28 +184,37 @@ async def serve(settings: Settings) -> None:
             Sinks(s3, kinesis, roles),
             executor,
         )
+        metrics = MetricsWriter() if settings.metrics else None
         coordinator = Coordinator(
             settings,
             pipeline,
             DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),
             S3Staging(s3, settings.staging_bucket, settings.staging_prefix, executor),
             region_queue,
-            status,
-            (
-                SnsStatusPublisher(sns, settings.region_status_topic_arn)
-                if settings.region_status_topic_arn
-                else None
+            Reporting(
+                status,
+                (
+                    SnsStatusPublisher(sns, settings.region_status_topic_arn)
+                    if settings.region_status_topic_arn
+                    else None
+                ),
+                metrics,
             ),
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         )
-        await Worker(settings, image_queue, region_queue, coordinator, status, stop).run()
+        await Worker(settings, image_queue, region_queue, coordinator, status, stop, metrics).run()
 
 
 def main() -> None:
     """Entry point of ``python -m worker``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("botocore").setLevel(logging.WARNING)
     settings = Settings()
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     # GDAL sizes its block cache once, from this variable, at first use.
     os.environ["GDAL_CACHEMAX"] = str(settings.gdal_cache_mb)
     asyncio.run(serve(settings))

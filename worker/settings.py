@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     grace_period_s: Annotated[float, Field(ge=0)] = 100.0
     job_deadline_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
     max_receives: Annotated[int, Field(ge=1)] = 4
+    log_format: Literal["json", "text"] = "json"
+    metrics: bool = True
     health_file: str | None = None
     health_max_age_s: Annotated[float, Field(gt=0)] = 120.0
     visibility_timeout_s: Annotated[int, Field(ge=5, le=43200)] = 300

@@ -35,6 +35,7 @@ FLEET_ENV = {
     "MODELRUNNER_RETRY_DELAY_S": "1",
     "MODELRUNNER_GRACE_PERIOD_S": "1",
     "MODELRUNNER_ENDPOINT_CONCURRENCY": "4",
+    "MODELRUNNER_LOG_FORMAT": "json",
 }
 FLOOD = "model_selection=flood,flood_volume=12,flood_seed=tile"
 
@@ -177,6 +178,16 @@ def test_three_workers_give_the_output_of_one(
         name for name in names if f"job {request['jobId']} image" in fleet.log(name)
     ]
     assert len(workers_with_regions) >= 2, "the regions were shared"
+    # JSON log lines carry the ids; EMF metric events describe every region.
+    lines = [json.loads(line) for name in names for line in fleet.log(name).splitlines()]
+    mine = [line for line in lines if line.get("job_id") == request["jobId"]]
+    assert any("region_id" in line and "message" in line for line in mine)
+    region_metrics = [line for line in mine if "_aws" in line and "Tiles" in line]
+    assert sorted(int(line["region_id"]) for line in region_metrics) == list(range(1, 13))
+    assert sum(line["Tiles"] for line in region_metrics) == 35
+    assert all(line["InputFormat"] == "GTiff" for line in region_metrics)
+    image_metrics = [line for line in mine if "_aws" in line and "Features" in line]
+    assert [line["Features"] for line in image_metrics] == [len(clean_result)]
     for name in names:  # the container health check passes for each live worker
         check = subprocess.run(
             [sys.executable, "-m", "worker.health"],
