@@ -14,11 +14,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
 
 from worker.errors import InvalidRequestError
+from worker.follow import JobProgress, follow, subscribe
 from worker.messages import ImageRequest, RequestLimits, parse_image_request
 from worker.preview import preview
 from worker.settings import Settings
@@ -261,25 +262,65 @@ def run_submit(args: argparse.Namespace, settings: Settings, session: boto3.sess
     queue = settings.image_queue
     queue_url = queue if "://" in queue else sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     try:
-        request = submit(sqs, queue_url, request_from_args(args), settings.request_limits)
+        body = request_from_args(args)
+        parsed = parse_image_request(json.dumps(body), settings.request_limits)
     except (InvalidRequestError, OSError, json.JSONDecodeError) as err:
         _err(f"modelrunner: {err}")
         return 2
-    _say(f"submitted job {request.job_id}")
     if not args.wait:
+        submit(sqs, queue_url, body, settings.request_limits)
+        _say(f"submitted job {parsed.job_id}")
         return 0
-    records = wait_for_job(
-        session.client("dynamodb"),
-        settings.job_table,
-        request,
-        args.timeout,
-        _say,
-    )
+    dynamodb = session.client("dynamodb")
+    try:
+        if settings.status_topic_arn:
+            progress = JobProgress(parsed.job_id, tuple(parsed.image_urls))
+            sns = session.client("sns")
+            with subscribe(sqs, sns, settings.status_topic_arn, parsed.job_id) as subscription:
+                submit(sqs, queue_url, body, settings.request_limits)
+                _say(f"submitted job {parsed.job_id}")
+                with ProgressLine(sys.stdout) as show:
+                    follow(sqs, subscription, progress, args.timeout, show)
+            if progress.rejection:
+                _err(f"the worker rejected the request: {progress.rejection}")
+                return 1
+            records = image_records(dynamodb, settings.job_table, parsed)
+        else:  # no topic to listen to: follow the job records instead
+            submit(sqs, queue_url, body, settings.request_limits)
+            _say(f"submitted job {parsed.job_id}")
+            records = wait_for_job(dynamodb, settings.job_table, parsed, args.timeout, _say)
+    except TimeoutError as err:
+        _err(str(err))
+        return 1
     for record in records:
         _say(
             f"{record['image_url']}: {record['status']}, {record.get('feature_count', 0)} features"
         )
-    return 0 if all(r["status"] == Status.SUCCESS for r in records) else 1
+    complete = len(records) == len(parsed.image_urls)
+    return 0 if complete and all(r["status"] == Status.SUCCESS for r in records) else 1
+
+
+class ProgressLine:
+    """Shows progress lines: rewritten in place on a terminal, one per change otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._drawn = False
+
+    def __enter__(self) -> Callable[[str], None]:
+        return self.show
+
+    def __exit__(self, *_: object) -> None:
+        if self._drawn and self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def show(self, line: str) -> None:
+        """Draw one progress line."""
+        self._stream.write(f"\r{line}\x1b[K" if self._tty else f"{line}\n")
+        self._stream.flush()
+        self._drawn = True
 
 
 def _s3_outputs(records: list[dict[str, Any]]) -> list[str]:

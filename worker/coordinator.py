@@ -140,6 +140,7 @@ class Coordinator:
                         f" {len(job.regions)} region(s)"
                     ),
                     image_url=url,
+                    tile_count=job.tile_count,
                 )
             )
         log.info(
@@ -329,6 +330,7 @@ class Coordinator:
                 staged = await self._pipeline.run_region(job, region, progress)
         finally:
             reporter.cancel()
+        await self._publish_progress(job, region, progress)
         if self._metrics is not None:
             self._metrics.write(
                 metric_dimensions(job),
@@ -562,23 +564,32 @@ class Coordinator:
         )
 
     async def _report(self, job: ImageJob, region: Region, progress: TileProgress) -> None:
+        """IN_PROGRESS every progress interval while the region's tiles run."""
         while True:
             await asyncio.sleep(self._settings.progress_interval_s)
-            event = StatusEvent(
-                status=Status.IN_PROGRESS,
-                job_id=job.job_id,
-                description=(
-                    f"region {region.region_id}/{len(job.regions)}:"
-                    f" {progress.done}/{progress.total} tiles done"
-                ),
-                image_url=job.url,
-                region_id=str(region.region_id),
-                failed_tiles=len(progress.failures),
-            )
-            try:
-                await self._status.publish(event)
-            except (BotoCoreError, ClientError) as err:  # progress is best effort
-                log.warning("job %s: progress update failed: %s", job.job_id, err)
+            await self._publish_progress(job, region, progress)
+
+    async def _publish_progress(
+        self, job: ImageJob, region: Region, progress: TileProgress
+    ) -> None:
+        """One IN_PROGRESS event: the region's tiles done out of its total (best effort)."""
+        event = StatusEvent(
+            status=Status.IN_PROGRESS,
+            job_id=job.job_id,
+            description=(
+                f"region {region.region_id}/{len(job.regions)}:"
+                f" {progress.done}/{progress.total} tiles done"
+            ),
+            image_url=job.url,
+            region_id=str(region.region_id),
+            failed_tiles=len(progress.failures),
+            tiles_done=progress.done,
+            tile_count=progress.total,
+        )
+        try:
+            await self._status.publish(event)
+        except (BotoCoreError, ClientError) as err:
+            log.warning("job %s: progress update failed: %s", job.job_id, err)
 
     def _region_message(self, job: ImageJob, region: Region, body: str) -> str:
         bounds = region.bounds

@@ -35,6 +35,8 @@ class StatusEvent(BaseModel):
     region_id: str | None = None
     processing_duration_s: float | None = None
     failed_tiles: int | None = None
+    tiles_done: int | None = None
+    tile_count: int | None = None
 
     @property
     def image_id(self) -> str | None:
@@ -60,6 +62,10 @@ class StatusEvent(BaseModel):
             attributes["processing_duration"] = f"{self.processing_duration_s:.3f}"
         if self.failed_tiles is not None:
             attributes["failed_tiles"] = str(self.failed_tiles)
+        if self.tiles_done is not None:
+            attributes["tiles_done"] = str(self.tiles_done)
+        if self.tile_count is not None:
+            attributes["tile_count"] = str(self.tile_count)
         return attributes
 
 

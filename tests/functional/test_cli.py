@@ -42,6 +42,9 @@ def test_submit_wait_status_results_and_preview(stack: Stack, tmp_path: Path) ->
     )
     assert submitted.returncode == 0, submitted.stderr
     assert f"submitted job {job_id}" in submitted.stdout
+    # Progress comes from the status messages: it ends with every tile of the one image done.
+    progress = [line for line in submitted.stdout.splitlines() if line.startswith("[")]
+    assert progress[-1] == "[" + "#" * 30 + "] 100% 6/6 tiles, 1/1 images ended"
     assert f"{image_url}: SUCCESS, 6 features" in submitted.stdout
 
     status = modelrunner(stack, "status", job_id)
@@ -82,3 +85,18 @@ def test_unknown_job_and_bad_request_are_clear(stack: Stack, tmp_path: Path) -> 
     bad = modelrunner(stack, "submit", "--image-url", "s3://b/k.tif", "--tile-size", "64")
     assert bad.returncode == 2
     assert "imageProcessor" in bad.stderr
+
+
+def test_submit_wait_reports_a_request_the_worker_rejects(stack: Stack) -> None:
+    # Valid for the client, but the worker only calls endpoints on its allowlist.
+    rejected = modelrunner(
+        stack,
+        "submit",
+        *("--job-id", "cli-rejected", "--image-url", "s3://b/k.tif"),
+        *("--endpoint", "http://10.255.255.1/invocations", "--wait", "--timeout", "60"),
+        *("--output-bucket", stack.local.resources.bucket),
+    )
+    assert rejected.returncode == 1
+    assert "the worker rejected the request" in rejected.stderr
+    assert "10.255.255.1" in rejected.stderr
+    assert rejected.stdout.splitlines()[-1].endswith("1/1 images ended")
