@@ -25,7 +25,13 @@ from tiling.grid import Window
 from worker.errors import PermanentError
 from worker.jobstore import ImageOutcome, ImageRecord, JobStore
 from worker.messages import ImageRequest, RegionRequest
-from worker.metrics import MetricsWriter, gathering_tile_stats, region_values, set_log_context
+from worker.metrics import (
+    MetricsWriter,
+    gathering_tile_stats,
+    image_values,
+    region_values,
+    set_log_context,
+)
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress
 from worker.queue import MessageSender
 from worker.regions import Region
@@ -443,13 +449,13 @@ class Coordinator:
         }
         self._metrics.write(
             dimensions,
-            {
-                "Features": (outcome.feature_count, "Count"),
-                "FailedTiles": (outcome.failed_tiles, "Count"),
-                "ImageSeconds": (round(outcome.duration_s, 3), "Seconds"),
-                "FinaliseSeconds": (round(finalise_s, 3), "Seconds"),
-                "ImagesFailed": (int(outcome.status is Status.FAILED), "Count"),
-            },
+            image_values(
+                outcome.feature_count,
+                outcome.failed_tiles,
+                outcome.duration_s,
+                finalise_s,
+                failed=outcome.status is Status.FAILED,
+            ),
             {
                 "job_id": request.job_id,
                 "image_id": f"{request.job_id}:{request.image_urls[index]}",

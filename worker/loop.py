@@ -33,7 +33,7 @@ from worker.messages import (
     parse_image_request,
     parse_region_request,
 )
-from worker.metrics import MetricsWriter, set_log_context
+from worker.metrics import MetricsWriter, queue_wait_values, set_log_context
 from worker.policy import check_endpoint, check_image_urls
 from worker.queue import MessageQueue, QueueMessage
 from worker.settings import Settings
@@ -154,7 +154,7 @@ class Worker:
         if self._metrics is not None and sent_at_s is not None:
             self._metrics.write(
                 {"Queue": "region" if work.is_region else "image"},
-                {"QueueWaitSeconds": (round(max(0.0, time.time() - sent_at_s), 3), "Seconds")},
+                queue_wait_values(time.time() - sent_at_s),
             )
         try:
             if work.is_region:

@@ -124,6 +124,24 @@ def region_values(stats: TileStats, tiles: int, seconds: float) -> dict[str, tup
     return values
 
 
+def image_values(
+    features: int, failed_tiles: int, seconds: float, finalise_s: float, failed: bool
+) -> dict[str, tuple[float, str]]:
+    """The metrics of an image that has ended."""
+    return {
+        "Features": (features, "Count"),
+        "FailedTiles": (failed_tiles, "Count"),
+        "ImageSeconds": (round(seconds, 3), "Seconds"),
+        "FinaliseSeconds": (round(finalise_s, 3), "Seconds"),
+        "ImagesFailed": (int(failed), "Count"),
+    }
+
+
+def queue_wait_values(seconds: float) -> dict[str, tuple[float, str]]:
+    """How long a message waited in its queue before work on it started."""
+    return {"QueueWaitSeconds": (round(max(0.0, seconds), 3), "Seconds")}
+
+
 class MetricsWriter:
     """Writes EMF events, one JSON line each, to a stream (stdout by default)."""
 
