@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 DEFAULT_REDRIVE_COUNT = 5
 JOB_INDEX = Settings.model_fields["job_index"].default
+ENDPOINT_INDEX = Settings.model_fields["endpoint_index"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ def provision(
             AttributeDefinitions=[
                 {"AttributeName": "image_id", "AttributeType": "S"},
                 {"AttributeName": "job_id", "AttributeType": "S"},
+                {"AttributeName": "active_endpoint", "AttributeType": "S"},
             ],
             KeySchema=[{"AttributeName": "image_id", "KeyType": "HASH"}],
             GlobalSecondaryIndexes=[
@@ -133,7 +135,15 @@ def provision(
                     "IndexName": JOB_INDEX,
                     "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
                     "Projection": {"ProjectionType": "ALL"},
-                }
+                },
+                {  # sparse: only images that have started and not ended carry the key
+                    "IndexName": ENDPOINT_INDEX,
+                    "KeySchema": [{"AttributeName": "active_endpoint", "KeyType": "HASH"}],
+                    "Projection": {
+                        "ProjectionType": "INCLUDE",
+                        "NonKeyAttributes": ["endpoint_load", "job_id", "deadline"],
+                    },
+                },
             ],
             BillingMode="PAY_PER_REQUEST",
         )

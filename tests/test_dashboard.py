@@ -5,7 +5,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from worker.metrics import NAMESPACE, TileStats, image_values, queue_wait_values, region_values
+from worker.metrics import (
+    NAMESPACE,
+    TileStats,
+    capacity_wait_values,
+    image_values,
+    queue_wait_values,
+    region_values,
+)
 
 DASHBOARD = Path(__file__).parents[1] / "infra" / "cloudwatch-dashboard.json"
 GRID_WIDTH = 24
@@ -14,7 +21,7 @@ GRID_WIDTH = 24
 def emitted() -> set[str]:
     region = region_values(TileStats(latencies_s=[0.1, 0.2]), tiles=2, seconds=1.0)
     image = image_values(10, 0, 2.0, 0.5, failed=False)
-    return set(region) | set(image) | set(queue_wait_values(1.0))
+    return set(region) | set(image) | set(queue_wait_values(1.0)) | set(capacity_wait_values())
 
 
 def dashboard_metrics(widgets: list[dict[str, Any]]) -> set[str]:

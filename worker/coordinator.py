@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from postprocessing.table import DetectionTable
 from tiling.grid import Window
+from worker.capacity import image_load
 from worker.errors import PermanentError
 from worker.jobstore import ImageOutcome, ImageRecord, JobStore
 from worker.messages import ImageRequest, RegionRequest
@@ -131,6 +132,8 @@ class Coordinator:
             len(job.regions),
             job.tile_count,
             self._settings.job_deadline_s,
+            endpoint=request.image_processor.name,
+            load=image_load(job.tile_count, len(job.regions), self._settings.endpoint_concurrency),
         )
         if record.final_status is not None:
             log.warning("job %s image %s already ended %s", job.job_id, url, record.final_status)

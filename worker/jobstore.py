@@ -98,8 +98,14 @@ class JobStore(Protocol):
         region_count: int,
         tile_count: int,
         deadline_s: float,
+        endpoint: str | None = None,
+        load: int = 0,
     ) -> ImageRecord:
-        """Create the image's record, or return the one a previous delivery made."""
+        """Create the image's record, or return the one a previous delivery made.
+
+        With an ``endpoint`` and a ``load``, the image counts as active on that endpoint (for
+        capacity-based throttling) until its outcome is recorded.
+        """
         ...
 
     async def get(self, job_id: str, image_url: str) -> ImageRecord | None:
@@ -163,11 +169,41 @@ def _record(item: dict[str, Any], created: bool = False) -> ImageRecord:
 class DynamoJobStore:
     """A DynamoDB table with hash key ``image_id`` and a TTL attribute ``expire_time``."""
 
-    def __init__(self, client: DynamoDBClient, table: str, ttl_days: int) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        ttl_days: int,
+        endpoint_index: str = "active_endpoint-index",
+    ) -> None:
         """Write to ``table`` through ``client``; items expire after ``ttl_days``."""
         self._client = client
         self._table = table
         self._ttl_s = ttl_days * SECONDS_PER_DAY
+        self._endpoint_index = endpoint_index
+
+    async def active_load(self, endpoint: str, except_job: str) -> int:
+        """Sum of the loads of the images active on ``endpoint`` (other jobs, before deadline).
+
+        Reads the sparse index of ``active_endpoint``: only images that have started and not
+        ended are in it, so the cost follows the number of active images, not the table size.
+        """
+        total = 0
+        paginator = self._client.get_paginator("query")
+        async for page in paginator.paginate(
+            TableName=self._table,
+            IndexName=self._endpoint_index,
+            KeyConditionExpression="active_endpoint = :e",
+            FilterExpression="job_id <> :j AND deadline > :now",
+            ExpressionAttributeValues={
+                ":e": _s(endpoint),
+                ":j": _s(except_job),
+                ":now": _n(round(time.time(), 3)),
+            },
+            ProjectionExpression="endpoint_load",
+        ):
+            total += sum(int(item["endpoint_load"]["N"]) for item in page.get("Items", []))
+        return total
 
     @staticmethod
     def _key(job_id: str, image_url: str) -> dict[str, AttributeValueTypeDef]:
@@ -181,6 +217,8 @@ class DynamoJobStore:
         region_count: int,
         tile_count: int,
         deadline_s: float,
+        endpoint: str | None = None,
+        load: int = 0,
     ) -> ImageRecord:
         """Create the image's record, or return the one a previous delivery made."""
         now = time.time()
@@ -197,6 +235,9 @@ class DynamoJobStore:
         }
         if job_name:
             item["job_name"] = _s(job_name)
+        if endpoint and load > 0:
+            item["active_endpoint"] = _s(endpoint)
+            item["endpoint_load"] = _n(load)
         try:
             await self._client.put_item(
                 TableName=self._table,
@@ -277,7 +318,7 @@ class DynamoJobStore:
                 UpdateExpression=(
                     "SET #s = :s, final_status = :s, tile_count = :t, failed_tiles = :f,"
                     " failed_tile_list = :l, feature_count = :c, processing_duration = :p,"
-                    " end_time = :e, reason = :r, outputs = :o"
+                    " end_time = :e, reason = :r, outputs = :o REMOVE active_endpoint"
                 ),
                 ConditionExpression="attribute_not_exists(final_status) AND lease_owner = :me",
                 ExpressionAttributeNames={"#s": "status"},

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker.capacity import CapacityGate
 from worker.coordinator import Coordinator
 from worker.errors import InvalidRequestError, PermanentError, RetryableError
 from worker.health import touch
@@ -33,7 +34,12 @@ from worker.messages import (
     parse_image_request,
     parse_region_request,
 )
-from worker.metrics import MetricsWriter, queue_wait_values, set_log_context
+from worker.metrics import (
+    MetricsWriter,
+    capacity_wait_values,
+    queue_wait_values,
+    set_log_context,
+)
 from worker.policy import check_endpoint, check_image_urls
 from worker.queue import MessageQueue, QueueMessage
 from worker.settings import Settings
@@ -68,8 +74,9 @@ class Worker:
         status: StatusPublisher,
         stop: asyncio.Event,
         metrics: MetricsWriter | None = None,
+        capacity: CapacityGate | None = None,
     ) -> None:
-        """Consume the queues until ``stop`` is set."""
+        """Consume the queues until ``stop`` is set; hold jobs back when ``capacity`` says so."""
         self._settings = settings
         self._images = image_queue
         self._regions = region_queue
@@ -77,6 +84,7 @@ class Worker:
         self._status = status
         self._stop = stop
         self._metrics = metrics
+        self._capacity = capacity
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -183,6 +191,8 @@ class Worker:
         if message.receive_count > self._settings.max_receives:
             await self._give_up_images(work, request, self._abandoned(message))
             return
+        if not await self._admitted(work, request):
+            return
         log.info("job %s: %d image(s)", request.job_id, len(request.image_urls))
         try:
             failures = []
@@ -201,6 +211,38 @@ class Worker:
             await work.queue.dead_letter(message, "; ".join(failures))
         else:
             await work.queue.delete(message)
+
+    async def _admitted(self, work: Work, request: ImageRequest) -> bool:
+        """Whether the job may start now; if not, it goes back to wait for endpoint capacity.
+
+        A waiting job is sent again with a delay and the received copy deleted, so waiting
+        does not count toward the receives that send a failing message to the DLQ.
+        """
+        if self._capacity is None:
+            return True
+        try:
+            admission = await self._capacity.admit(request)
+        except (BotoCoreError, ClientError) as err:  # an estimate never blocks a job
+            log.warning("job %s: capacity unknown, starting: %s", request.job_id, err)
+            return True
+        if admission.admitted:
+            return True
+        endpoint = request.image_processor.name
+        reason = admission.describe(endpoint)
+        delay_s = self._settings.capacity_retry_s
+        log.info("job %s waits %ds for capacity: %s", request.job_id, delay_s, reason)
+        await self._status.publish(
+            StatusEvent(
+                status=Status.IN_PROGRESS,
+                job_id=request.job_id,
+                description=f"waiting for endpoint capacity ({reason})",
+            )
+        )
+        if self._metrics is not None:
+            self._metrics.write({"Model": endpoint}, capacity_wait_values())
+        await work.queue.send(work.message.body, delay_s)
+        await work.queue.delete(work.message)
+        return False
 
     async def _reject(self, work: Work, job_id: str, reason: str) -> None:
         await self._status.publish(

@@ -142,6 +142,11 @@ def queue_wait_values(seconds: float) -> dict[str, tuple[float, str]]:
     return {"QueueWaitSeconds": (round(max(0.0, seconds), 3), "Seconds")}
 
 
+def capacity_wait_values() -> dict[str, tuple[float, str]]:
+    """A job that went back to its queue to wait for endpoint capacity."""
+    return {"CapacityWaits": (1, "Count")}
+
+
 class MetricsWriter:
     """Writes EMF events, one JSON line each, to a stream (stdout by default)."""
 

@@ -49,6 +49,10 @@ class MessageQueue(Protocol):
         """Hide a message for ``timeout_s`` more seconds (0 releases it now)."""
         ...
 
+    async def send(self, body: str, delay_s: int = 0) -> None:
+        """Send one message, visible after ``delay_s`` seconds."""
+        ...
+
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Move a message to the dead-letter queue with the reason, then delete it."""
         ...
@@ -57,8 +61,8 @@ class MessageQueue(Protocol):
 class MessageSender(Protocol):
     """Sends new messages to a queue."""
 
-    async def send(self, body: str) -> None:
-        """Send one message."""
+    async def send(self, body: str, delay_s: int = 0) -> None:
+        """Send one message, visible after ``delay_s`` seconds."""
         ...
 
 
@@ -107,9 +111,11 @@ class SqsQueue:
             VisibilityTimeout=timeout_s,
         )
 
-    async def send(self, body: str) -> None:
-        """Send one message."""
-        await self._client.send_message(QueueUrl=self.queue_url, MessageBody=body)
+    async def send(self, body: str, delay_s: int = 0) -> None:
+        """Send one message, visible after ``delay_s`` seconds."""
+        await self._client.send_message(
+            QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_s
+        )
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Copy the raw body to the DLQ with the reason as an attribute, then delete it."""

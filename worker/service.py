@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiobotocore.session import get_session
 
+from worker.capacity import CapacityGate
 from worker.coordinator import Coordinator, Reporting
 from worker.credentials import RoleClients
 from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
@@ -178,17 +179,24 @@ async def serve(settings: Settings) -> None:
             await _queue_url(sqs, settings.region_queue),
             await _queue_url(sqs, settings.region_dlq),
         )
+        descriptions = EndpointVariants(control)
         pipeline = ImagePipeline(
             settings,
-            Endpoints(settings, http, sagemaker, roles, EndpointVariants(control)),
+            Endpoints(settings, http, sagemaker, roles, descriptions),
             Sinks(s3, kinesis, roles),
             executor,
         )
         metrics = MetricsWriter() if settings.metrics else None
+        jobs = DynamoJobStore(
+            dynamodb, settings.job_table, settings.job_record_ttl_days, settings.endpoint_index
+        )
+        capacity = None
+        if settings.capacity_throttling:
+            capacity = CapacityGate(settings, descriptions, jobs)
         coordinator = Coordinator(
             settings,
             pipeline,
-            DynamoJobStore(dynamodb, settings.job_table, settings.job_record_ttl_days),
+            jobs,
             S3Staging(s3, settings.staging_bucket, settings.staging_prefix, executor),
             region_queue,
             Reporting(
@@ -202,7 +210,9 @@ async def serve(settings: Settings) -> None:
             ),
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         )
-        await Worker(settings, image_queue, region_queue, coordinator, status, stop, metrics).run()
+        await Worker(
+            settings, image_queue, region_queue, coordinator, status, stop, metrics, capacity
+        ).run()
 
 
 def main() -> None:

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=1024, le=MAX_REQUEST_BYTES)] = MAX_REQUEST_BYTES
     max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
     max_images: Annotated[int, Field(ge=1)] = 100
+    capacity_throttling: bool = True
+    capacity_target_percent: Annotated[float, Field(gt=0, le=1000)] = 100.0
+    default_instance_concurrency: Annotated[int, Field(ge=1)] = 2
+    http_endpoint_capacity: Annotated[int, Field(ge=1)] = 64
+    capacity_retry_s: Annotated[int, Field(ge=0, le=900)] = 30
+    endpoint_index: str = "active_endpoint-index"
     max_roi_vertices: Annotated[int, Field(ge=4)] = 10_000
     max_feature_properties_bytes: Annotated[int, Field(ge=2)] = 64 * 1024
 

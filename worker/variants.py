@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -36,29 +36,36 @@ def choose_variant(variants: Variants, job_id: str) -> str | None:
 
 
 class EndpointVariants:
-    """Variant weights from DescribeEndpoint, cached per endpoint for a minute."""
+    """DescribeEndpoint (and the endpoint's tags), cached per endpoint for a minute."""
 
     def __init__(self, client: SageMakerClient) -> None:
         """Describe endpoints through ``client``."""
         self._client = client
-        self._cache: dict[str, tuple[float, Variants]] = {}
+        self._cache: dict[str, tuple[float, dict[str, Any], dict[str, str]]] = {}
+
+    async def describe(self, endpoint: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+        """The endpoint's description and tags; None when it cannot be described."""
+        cached = self._cache.get(endpoint)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], cached[2]
+        try:
+            reply = await self._client.describe_endpoint(EndpointName=endpoint)
+            tagged = await self._client.list_tags(ResourceArn=reply["EndpointArn"])
+        except (BotoCoreError, ClientError) as err:
+            # Not cached: the endpoint may appear, or the permission be granted, at any time.
+            log.warning("cannot describe endpoint %s: %s", endpoint, err)
+            return None
+        description = dict(reply)
+        tags = {t["Key"]: t["Value"] for t in tagged.get("Tags", [])}
+        self._cache[endpoint] = (time.monotonic() + DESCRIBE_TTL_S, description, tags)
+        return description, tags
 
     async def variants(self, endpoint: str) -> Variants:
         """(name, CurrentWeight) of the endpoint's variants; [] when it cannot be described."""
-        cached = self._cache.get(endpoint)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        try:
-            reply = await self._client.describe_endpoint(EndpointName=endpoint)
-        except (BotoCoreError, ClientError) as err:
-            # Not cached: the endpoint may appear, or the permission be granted, at any time.
-            log.warning(
-                "cannot describe endpoint %s (variants left to SageMaker): %s", endpoint, err
-            )
+        described = await self.describe(endpoint)
+        if described is None:
             return []
-        variants = [
+        return [
             (v["VariantName"], float(v.get("CurrentWeight", 0.0)))
-            for v in reply.get("ProductionVariants", [])
+            for v in described[0].get("ProductionVariants", [])
         ]
-        self._cache[endpoint] = (time.monotonic() + DESCRIBE_TTL_S, variants)
-        return variants

@@ -161,3 +161,12 @@ def write_geotiff(path: Path, pixels: np.ndarray, transform: Affine, crs: CRS) -
     ) as dst:
         dst.write(pixels)
     return path
+
+
+def own_queues(sqs: SQSClient, name: str) -> dict[str, str]:
+    """Fresh image/region queues (and DLQs) for a worker of its own: the worker overrides."""
+    urls = {
+        key: sqs.create_queue(QueueName=f"{name}-{key.lower().replace('_', '-')}")["QueueUrl"]
+        for key in ("IMAGE_QUEUE", "IMAGE_DLQ", "REGION_QUEUE", "REGION_DLQ")
+    }
+    return {f"MODELRUNNER_{key}": url for key, url in urls.items()}

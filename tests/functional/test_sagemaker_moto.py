@@ -13,7 +13,7 @@ import boto3
 import numpy as np
 import pytest
 
-from tests.functional.helpers import Stack, write_geotiff
+from tests.functional.helpers import Stack, own_queues, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
 
 pytestmark = pytest.mark.functional
@@ -80,18 +80,9 @@ def test_sm_endpoint_features_from_canned_replies(stack: Stack, tmp_path: Path) 
         [[feature(10, 10, "ship")], [feature(100, 200, "ship"), feature(300, 50, "boat")]],
     )
     # A worker of its own (own queues) whose sagemaker-runtime client talks to moto.
-    sqs = stack.sqs
-    queues = {
-        key: sqs.create_queue(QueueName=f"{name}-{key}")["QueueUrl"]
-        for key in ("image", "image-dlq", "region", "region-dlq")
-    }
+    queues = own_queues(stack.sqs, name)
     worker = stack.local.start_worker(
-        f"worker-{name}",
-        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=moto_url,
-        MODELRUNNER_IMAGE_QUEUE=queues["image"],
-        MODELRUNNER_IMAGE_DLQ=queues["image-dlq"],
-        MODELRUNNER_REGION_QUEUE=queues["region"],
-        MODELRUNNER_REGION_DLQ=queues["region-dlq"],
+        f"worker-{name}", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=moto_url, **queues
     )
     try:
         pixels = np.full((1, 512, 1024), 30, dtype=np.uint8)
@@ -106,7 +97,9 @@ def test_sm_endpoint_features_from_canned_replies(stack: Stack, tmp_path: Path) 
             imageProcessorTileFormat="NITF",
             imageProcessorTileCompression="NONE",
         )
-        sqs.send_message(QueueUrl=queues["image"], MessageBody=json.dumps(request))
+        stack.sqs.send_message(
+            QueueUrl=queues["MODELRUNNER_IMAGE_QUEUE"], MessageBody=json.dumps(request)
+        )
         final = stack.statuses.wait_terminal(request["jobId"])[-1]
         assert final.attributes["status"] == "SUCCESS", final.message
         features = stack.result(request["jobId"])["features"]
