@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit functional fuzz bench clean
+.PHONY: run test lint typecheck unit functional compose fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not functional"
 
 functional: $(STAMP)
-	$(BIN)/pytest -m functional
+	$(BIN)/pytest -m "functional and not docker"
+
+# The docker-compose stack end to end (needs a Docker engine with the compose plugin).
+compose: $(STAMP)
+	$(BIN)/pytest -m docker tests/functional/test_compose.py
 
 test: lint typecheck
 	$(BIN)/pytest
