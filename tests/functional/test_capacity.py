@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 
@@ -15,7 +16,44 @@ from tests.functional.test_end_to_end import TRANSFORM, UTM
 pytestmark = pytest.mark.functional
 
 
-def test_job_waits_for_endpoint_capacity_then_runs(stack: Stack, tmp_path: Path) -> None:
+def test_job_waits_for_http_endpoint_capacity_then_runs(stack: Stack, tmp_path: Path) -> None:
+    processor = {"name": stack.local.model_url, "type": "HTTP_ENDPOINT"}
+    waiting = two_jobs_on_one_endpoint(stack, tmp_path, processor, "")
+    assert f"endpoint {stack.local.model_url}: load 4 + 4 of capacity 4" in waiting
+
+
+def test_job_waits_for_sagemaker_endpoint_capacity_then_runs(stack: Stack, tmp_path: Path) -> None:
+    # Capacity from moto's control plane: 2 instances x the endpoint's concurrency tag 3.
+    sagemaker = boto3.session.Session(region_name="us-east-1").client(
+        "sagemaker", endpoint_url=stack.local.endpoint_url
+    )
+    name = f"capacity-sm-{uuid.uuid4().hex[:8]}"
+    sagemaker.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+        PrimaryContainer={"Image": "centerpoint"},
+    )
+    variant = {
+        "VariantName": "main",
+        "ModelName": name,
+        "InitialInstanceCount": 2,
+        "InstanceType": "ml.g4dn.xlarge",
+    }
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sagemaker.create_endpoint(
+        EndpointName=name,
+        EndpointConfigName=name,
+        Tags=[{"Key": "osml:instance-concurrency", "Value": "3"}],
+    )
+    processor = {"name": name, "type": "SM_ENDPOINT"}
+    waiting = two_jobs_on_one_endpoint(stack, tmp_path, processor, "model_selection=centerpoint")
+    assert f"endpoint {name}: load 4 + 4 of capacity 6" in waiting
+
+
+def two_jobs_on_one_endpoint(
+    stack: Stack, tmp_path: Path, processor: dict[str, str], attributes: str
+) -> str:
+    """Run a slow job, then a quick one on the same endpoint; the quick one's waiting status."""
     name = f"capacity-{uuid.uuid4().hex[:8]}"
     queues = own_queues(stack.sqs, name)
     # Capacity 4, and each job adds 4 (one worker's endpoint concurrency): one job at a time.
@@ -40,16 +78,23 @@ def test_job_waits_for_endpoint_capacity_then_runs(stack: Stack, tmp_path: Path)
         )
         slow = stack.request(
             slow_url,
+            imageProcessor=processor,
             imageProcessorTileSize=256,
-            imageProcessorTileOverlap=0,
-            imageProcessorParameters={"CustomAttributes": "sleep_ms=400"},  # 16 tiles, ~2 s
+            imageProcessorTileOverlap=0,  # 16 tiles, 4 at a time, 0.4 s each: about 2 s
+            imageProcessorParameters={"CustomAttributes": f"{attributes},sleep_ms=400"},
         )
         quick_url = stack.upload(
             write_geotiff(
                 tmp_path / "quick.tif", np.full((1, 256, 256), 90, np.uint8), TRANSFORM, UTM
             )
         )
-        quick = stack.request(quick_url, imageProcessorTileSize=256, imageProcessorTileOverlap=0)
+        quick = stack.request(
+            quick_url,
+            imageProcessor=processor,
+            imageProcessorTileSize=256,
+            imageProcessorTileOverlap=0,
+            imageProcessorParameters={"CustomAttributes": attributes or "sleep_ms=0"},
+        )
         submit(slow)
         deadline = time.monotonic() + 60
         while not stack.statuses.by_job.get(slow["jobId"]):  # the slow job has started
@@ -65,7 +110,6 @@ def test_job_waits_for_endpoint_capacity_then_runs(stack: Stack, tmp_path: Path)
     assert quick_statuses[-1].attributes["status"] == "SUCCESS"
     waiting = [s.message for s in quick_statuses if "waiting for endpoint capacity" in s.message]
     assert waiting, [s.message for s in quick_statuses]
-    assert f"endpoint {stack.local.model_url}: load 4 + 4 of capacity 4" in waiting[0]
     # The quick job started only once the slow one had ended (and released its capacity).
     slow_record = stack.job_record(slow["jobId"], slow_url)
     quick_record = stack.job_record(quick["jobId"], quick_url)
@@ -76,3 +120,4 @@ def test_job_waits_for_endpoint_capacity_then_runs(stack: Stack, tmp_path: Path)
     # Waiting is not failing: nothing reached the DLQ, and the message was received afresh.
     dlq = stack.sqs.receive_message(QueueUrl=queues["MODELRUNNER_IMAGE_DLQ"], WaitTimeSeconds=0)
     assert not dlq.get("Messages")
+    return waiting[0]
