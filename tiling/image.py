@@ -108,7 +108,9 @@ class WindowReader:
         try:
             return np.asarray(handle.read(window=rio_window))
         except RasterioError as err:
-            raise ImageOpenError(f"cannot read {window} of {self._url}: {err}") from err
+            # rasterio says "Read failed. See previous exception"; GDAL's reason is the cause.
+            reason = err.__cause__ or err
+            raise ImageOpenError(f"cannot read {window} of {self._url}: {reason}") from err
 
     def close(self) -> None:
         """Close every handle opened by any thread."""

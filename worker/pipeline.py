@@ -40,6 +40,7 @@ from worker.messages import ImageRequest
 from worker.metrics import tile_stats
 from worker.output import write_outputs
 from worker.plan import ImagePlan, plan_image
+from worker.policy import check_image_size
 from worker.regions import Region, split_regions
 from worker.settings import Settings
 from worker.sinks import Sink
@@ -192,6 +193,12 @@ class ImagePipeline:
             info = await self._in_thread(describe_image, url)
         except ImageOpenError as err:
             raise ImageUnavailableError(str(err)) from err
+        check_image_size(
+            info,
+            request.image_processor_tile_size,
+            self._settings.max_image_pixels,
+            self._settings.max_tile_bytes,
+        )
         plan = plan_image(info, request)
         regions = split_regions(
             plan.tiles,

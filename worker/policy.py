@@ -7,7 +7,10 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from worker.errors import InvalidRequestError
+import numpy as np
+
+from tiling.image import ImageInfo
+from worker.errors import InvalidRequestError, PermanentError
 from worker.messages import ImageRequest, ProcessorType
 
 _LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
@@ -71,4 +74,29 @@ def check_endpoint(request: ImageRequest, hosts: frozenset[str]) -> None:
     if bad:
         raise InvalidRequestError(
             f"imageProcessor.name: {host} resolves to a link-local/metadata address ({bad[0]})"
+        )
+
+
+def check_image_size(info: ImageInfo, tile_size: int, max_pixels: int, max_tile_bytes: int) -> None:
+    """Refuse an image whose declared size, or whose tiles, would need too much memory.
+
+    The header alone decides: a file that declares 100000 x 100000 pixels is refused before
+    any pixel is read, whatever it really holds.
+
+    Raises:
+        PermanentError: Naming the size, the limit and its setting.
+    """
+    pixels = info.width * info.height
+    if pixels > max_pixels:
+        raise PermanentError(
+            f"image {info.url} declares {info.width} x {info.height} px"
+            f" ({pixels / 1e9:.1f} gigapixels), more than MODELRUNNER_MAX_IMAGE_PIXELS"
+            f" ({max_pixels})"
+        )
+    side = min(tile_size, max(info.width, info.height))
+    tile_bytes = side * side * info.band_count * np.dtype(info.dtype).itemsize
+    if tile_bytes > max_tile_bytes:
+        raise PermanentError(
+            f"image {info.url}: a {side} px tile of {info.band_count} {info.dtype} bands needs"
+            f" {tile_bytes} bytes, more than MODELRUNNER_MAX_TILE_BYTES ({max_tile_bytes})"
         )

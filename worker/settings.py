@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=1024, le=MAX_REQUEST_BYTES)] = MAX_REQUEST_BYTES
     max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
     max_images: Annotated[int, Field(ge=1)] = 100
+    max_image_pixels: Annotated[int, Field(ge=1)] = 5_000_000_000
+    max_tile_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     capacity_throttling: bool = True
     capacity_target_percent: Annotated[float, Field(gt=0, le=1000)] = 100.0
     default_instance_concurrency: Annotated[int, Field(ge=1)] = 2

@@ -5,9 +5,16 @@ from typing import Any
 
 import pytest
 
-from worker.errors import InvalidRequestError
+from tiling.image import ImageInfo
+from worker.errors import InvalidRequestError, PermanentError
 from worker.messages import ImageRequest, parse_image_request
-from worker.policy import check_endpoint, check_image_urls, forbidden_address, image_scheme
+from worker.policy import (
+    check_endpoint,
+    check_image_size,
+    check_image_urls,
+    forbidden_address,
+    image_scheme,
+)
 
 
 def request(
@@ -83,3 +90,18 @@ def test_metadata_addresses_are_refused_even_when_listed(endpoint: str) -> None:
 )
 def test_forbidden_address(address: str, forbidden: bool) -> None:
     assert forbidden_address(address) is forbidden
+
+
+def image(width: int, height: int, bands: int = 1, dtype: str = "uint8") -> ImageInfo:
+    return ImageInfo("s3://b/i.tif", width, height, bands, dtype, "GTiff", None, None)
+
+
+def test_image_size_limits() -> None:
+    check_image_size(image(70_000, 70_000), 1024, 5_000_000_000, 256 << 20)
+    with pytest.raises(PermanentError, match=r"declares 100000 x 100000 px \(10.0 gigapixels\)"):
+        check_image_size(image(100_000, 100_000), 1024, 5_000_000_000, 256 << 20)
+    # 4096 px tiles of 8 float64 bands: 1 GiB each.
+    with pytest.raises(PermanentError, match="8 float64 bands needs 1073741824 bytes"):
+        check_image_size(image(10_000, 10_000, 8, "float64"), 4096, 5_000_000_000, 256 << 20)
+    # A small image's tiles are no larger than the image.
+    check_image_size(image(1000, 1000, 8, "float64"), 4096, 5_000_000_000, 256 << 20)
