@@ -170,3 +170,10 @@ def own_queues(sqs: SQSClient, name: str) -> dict[str, str]:
         for key in ("IMAGE_QUEUE", "IMAGE_DLQ", "REGION_QUEUE", "REGION_DLQ")
     }
     return {f"MODELRUNNER_{key}": url for key, url in urls.items()}
+
+
+def own_worker(stack: Stack, prefix: str, **overrides: str) -> tuple[Popen[bytes], dict[str, str]]:
+    """A worker on queues of its own (log ``worker-<name>.log``): the process and its queues."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    queues = own_queues(stack.sqs, name)
+    return stack.local.start_worker(f"worker-{name}", **overrides, **queues), queues

@@ -10,7 +10,7 @@ import boto3
 import numpy as np
 import pytest
 
-from tests.functional.helpers import Stack, own_queues, write_geotiff
+from tests.functional.helpers import Stack, own_worker, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
 
 pytestmark = pytest.mark.functional
@@ -54,15 +54,13 @@ def two_jobs_on_one_endpoint(
     stack: Stack, tmp_path: Path, processor: dict[str, str], attributes: str
 ) -> str:
     """Run a slow job, then a quick one on the same endpoint; the quick one's waiting status."""
-    name = f"capacity-{uuid.uuid4().hex[:8]}"
-    queues = own_queues(stack.sqs, name)
     # Capacity 4, and each job adds 4 (one worker's endpoint concurrency): one job at a time.
-    worker = stack.local.start_worker(
-        f"worker-{name}",
+    worker, queues = own_worker(
+        stack,
+        "capacity",
         MODELRUNNER_HTTP_ENDPOINT_CAPACITY="4",
         MODELRUNNER_ENDPOINT_CONCURRENCY="4",
         MODELRUNNER_CAPACITY_RETRY_S="1",
-        **queues,
     )
 
     def submit(request: dict[str, Any]) -> None:

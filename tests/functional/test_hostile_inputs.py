@@ -3,7 +3,6 @@
 import json
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import rasterio
 
 from infra.local_stack import SAMPLE_IMAGE
-from tests.functional.helpers import Stack, own_queues, write_geotiff
+from tests.functional.helpers import Stack, own_worker, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
 
 pytestmark = pytest.mark.functional
@@ -67,14 +66,12 @@ class Redirect(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def hostile(stack: Stack) -> Iterator[tuple[Popen[bytes], dict[str, str]]]:
     """A worker of its own whose allowlist also names the metadata address (still refused)."""
-    name = f"hostile-{uuid.uuid4().hex[:8]}"
-    queues = own_queues(stack.sqs, name)
-    worker = stack.local.start_worker(
-        f"worker-{name}",
+    worker, queues = own_worker(
+        stack,
+        "hostile",
         MODELRUNNER_ENDPOINT_HOSTS="127.0.0.1,169.254.169.254",
         MODELRUNNER_MAX_ATTEMPTS="1",
         MODELRUNNER_TILE_RETRIES="0",
-        **queues,
     )
     yield worker, queues
     worker.terminate()

@@ -13,7 +13,7 @@ import boto3
 import numpy as np
 import pytest
 
-from tests.functional.helpers import Stack, own_queues, write_geotiff
+from tests.functional.helpers import Stack, own_worker, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
 
 pytestmark = pytest.mark.functional
@@ -80,10 +80,7 @@ def test_sm_endpoint_features_from_canned_replies(stack: Stack, tmp_path: Path) 
         [[feature(10, 10, "ship")], [feature(100, 200, "ship"), feature(300, 50, "boat")]],
     )
     # A worker of its own (own queues) whose sagemaker-runtime client talks to moto.
-    queues = own_queues(stack.sqs, name)
-    worker = stack.local.start_worker(
-        f"worker-{name}", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=moto_url, **queues
-    )
+    worker, queues = own_worker(stack, "canned", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=moto_url)
     try:
         pixels = np.full((1, 512, 1024), 30, dtype=np.uint8)
         # moto decodes request bodies as UTF-8: uncompressed NITF tiles (an ASCII header) of
