@@ -8,6 +8,7 @@ are built in one vectorised call; other geometries one by one.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,9 @@ _DERIVED_KEYS = frozenset(
 _MIN_RING_POINTS = 4
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+log = logging.getLogger(__name__)
 
 
 class _Columns:
@@ -59,15 +63,25 @@ class _Columns:
         return self._strings.setdefault(text, text)
 
 
-def parse_model_output(body: bytes | str, col_off: int = 0, row_off: int = 0) -> DetectionTable:
+def parse_model_output(
+    body: bytes | str,
+    col_off: int = 0,
+    row_off: int = 0,
+    tile_size: tuple[int, int] | None = None,
+    max_features: int | None = None,
+) -> DetectionTable:
     """Parse a model's reply for the tile at (``col_off``, ``row_off``).
+
+    With ``tile_size`` (width, height), features whose pixel bounds are not finite or reach
+    further than one tile beyond the tile's edges are dropped, with a count in the log: a model
+    that answers nonsense loses those features, not the tile.
 
     Returns:
         The detections with geometries moved to full-image pixels.
 
     Raises:
-        ModelOutputError: If the reply is not a FeatureCollection or a feature has no usable
-            pixel geometry or classes.
+        ModelOutputError: If the reply is not a FeatureCollection, has more than
+            ``max_features`` features, or a feature has no usable pixel geometry or classes.
     """
     try:
         document = orjson.loads(body)
@@ -78,16 +92,21 @@ def parse_model_output(body: bytes | str, col_off: int = 0, row_off: int = 0) ->
     features = document.get("features") or []
     if not isinstance(features, list):
         raise ModelOutputError("model reply 'features' is not a list")
+    if max_features is not None and len(features) > max_features:
+        raise ModelOutputError(
+            f"model reply has {len(features)} features, more than {max_features} for one tile"
+        )
     columns = _Columns(len(features))
     for index, feature in enumerate(features):
         _read_feature(columns, index, feature)
     geometries = _build_geometries(columns)
+    keep = _plausible(geometries, tile_size) if tile_size is not None and len(features) else None
     if col_off or row_off:
         offset = np.array((col_off, row_off), dtype=np.float64)
         geometries = shapely.transform(geometries, lambda xy: xy + offset)
     if len(features) and shapely.is_empty(geometries).any():
         raise ModelOutputError("a feature has an empty pixel geometry")
-    return DetectionTable(
+    table = DetectionTable(
         boxes=np.asarray(shapely.bounds(geometries), dtype=np.float64).reshape(-1, 4),
         scores=columns.scores,
         labels=columns.labels,
@@ -95,6 +114,33 @@ def parse_model_output(body: bytes | str, col_off: int = 0, row_off: int = 0) ->
         classes_json=columns.classes_json,
         properties_json=columns.properties_json,
     )
+    if keep is not None and not keep.all():
+        log.warning(
+            "model reply for the tile at (%d, %d): %d of %d features dropped (coordinates not"
+            " finite or more than a tile outside it)",
+            col_off,
+            row_off,
+            int((~keep).sum()),
+            len(keep),
+        )
+        table = table.take(np.flatnonzero(keep))
+    return table
+
+
+def _plausible(geometries: npt.NDArray[np.object_], tile_size: tuple[int, int]) -> BoolArray:
+    """Rows whose tile-pixel bounds are finite and lie within one tile around the tile."""
+    bounds = np.asarray(shapely.bounds(geometries), dtype=np.float64).reshape(-1, 4)
+    width, height = tile_size
+    finite = np.isfinite(bounds).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        inside = (
+            (bounds[:, 0] >= -width)
+            & (bounds[:, 2] <= 2 * width)
+            & (bounds[:, 1] >= -height)
+            & (bounds[:, 3] <= 2 * height)
+        )
+    result: BoolArray = finite & inside
+    return result
 
 
 def _read_feature(columns: _Columns, index: int, feature: Any) -> None:

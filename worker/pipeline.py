@@ -94,9 +94,11 @@ def encode_window(
     return encode_tile(reader.read(window), tile_format, compression, georef)
 
 
-def parse_tile_reply(body: bytes, window: Window) -> DetectionTable:
+def parse_tile_reply(body: bytes, window: Window, max_features: int) -> DetectionTable:
     """Parse a model reply and move it to full-image pixels (runs on the thread pool)."""
-    return parse_model_output(body, window.col_off, window.row_off)
+    return parse_model_output(
+        body, window.col_off, window.row_off, (window.width, window.height), max_features
+    )
 
 
 def distillation(request: ImageRequest) -> Distillation | None:
@@ -345,7 +347,9 @@ class ImagePipeline:
             body = await endpoint.invoke(payload, content_type(plan.tile_format))
             if (stats := tile_stats()) is not None:
                 stats.latencies_s.append(time.monotonic() - started)
-            return await self._in_thread(parse_tile_reply, body, window)
+            return await self._in_thread(
+                parse_tile_reply, body, window, self._settings.max_reply_features
+            )
         except (EndpointError, ModelOutputError) as err:
             self._tile_failed(window, err, progress)
             return DetectionTable()

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     image_url_schemes: str = "s3"
     endpoint_hosts: str = ""
     max_reply_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    max_reply_features: Annotated[int, Field(ge=1)] = 100_000
     max_message_bytes: Annotated[int, Field(ge=1024, le=MAX_REQUEST_BYTES)] = MAX_REQUEST_BYTES
     max_tile_size_px: Annotated[int, Field(ge=16)] = 4096
     max_images: Annotated[int, Field(ge=1)] = 100

@@ -119,3 +119,31 @@ def test_self_intersecting_polygon_is_kept_as_given() -> None:
     assert not geometry.is_valid
     assert table.boxes.tolist() == [[0, 0, 10, 10]]
     assert shapely.get_coordinates(geometry).tolist() == bow_tie
+
+
+def box(minx: float, miny: float, maxx: float, maxy: float) -> dict[str, Any]:
+    return {"imageBBox": [minx, miny, maxx, maxy], "featureClasses": [{"iri": "a", "score": 0.5}]}
+
+
+def test_implausible_features_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    body = reply(
+        box(10, 10, 20, 20),  # inside
+        box(-500, 900, -400, 1000),  # outside, but within one tile: kept (models pad)
+        box(5000, 10, 5010, 20),  # far outside a 512 px tile
+        box(10, -1e300, 20, 1e300),  # spans absurdly
+    )
+    table = parse_model_output(body, 1000, 2000, tile_size=(512, 512))
+    assert table.boxes.tolist() == [[1010, 2010, 1020, 2020], [500, 2900, 600, 3000]]
+    assert "2 of 4 features dropped" in caplog.text
+
+
+def test_too_many_features_fail_the_tile() -> None:
+    body = reply(*[box(i, i, i + 1, i + 1) for i in range(11)])
+    assert len(parse_model_output(body, max_features=11)) == 11
+    with pytest.raises(ModelOutputError, match="11 features, more than 10 for one tile"):
+        parse_model_output(body, max_features=10)
+
+
+def test_infinite_numbers_fail_the_tile_as_invalid_json() -> None:
+    with pytest.raises(ModelOutputError, match="not JSON: number is infinity"):
+        parse_model_output(reply(box(10, 10, 20, 20)).replace(b"20]", b"1e999]"))
