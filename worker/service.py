@@ -227,4 +227,10 @@ def main() -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     # GDAL sizes its block cache once, from this variable, at first use.
     os.environ["GDAL_CACHEMAX"] = str(settings.gdal_cache_mb)
+    # /vsis3 reads: a stalled connection fails the read (then the tile) instead of hanging.
+    timeout = str(max(1, round(settings.image_read_timeout_s)))
+    os.environ.setdefault("GDAL_HTTP_TIMEOUT", timeout)
+    os.environ.setdefault("GDAL_HTTP_CONNECTTIMEOUT", str(min(10, int(timeout))))
+    os.environ.setdefault("GDAL_HTTP_MAX_RETRY", "3")
+    os.environ.setdefault("GDAL_HTTP_RETRY_DELAY", "1")
     asyncio.run(serve(settings))

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     tile_retries: Annotated[int, Field(ge=0, le=10)] = 3
     job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
     gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
+    image_read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     image_url_schemes: str = "s3"
     endpoint_hosts: str = ""
     max_reply_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
