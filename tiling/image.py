@@ -15,14 +15,17 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 from affine import Affine
+from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
+from rasterio.rpc import RPC
 from rasterio.windows import Window as RioWindow
 
 from tiling.errors import ImageOpenError
 from tiling.gdalenv import ensure_thread_env
 from tiling.grid import Window
+from tiling.sensor import SensorModel, sensor_model_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,12 @@ class ImageInfo:
     transform: Affine | None
     crs: CRS | None
     tags: dict[str, str] = field(default_factory=dict)
+    rpcs: RPC | None = None
+    gcps: tuple[tuple[GroundControlPoint, ...], CRS | None] | None = None
+
+    def sensor_model(self, dem: str | None = None) -> SensorModel | None:
+        """The best sensor model the image has (affine, RPC, GCP), None without any."""
+        return sensor_model_for(self.transform, self.crs, self.rpcs, self.gcps, dem)
 
     @property
     def bounds(self) -> Window:
@@ -79,6 +88,8 @@ def describe_image(url: str) -> ImageInfo:
             transform=src.transform if georeferenced else None,
             crs=src.crs if georeferenced else None,
             tags={str(k): str(v) for k, v in src.tags().items()},
+            rpcs=src.rpcs,
+            gcps=(tuple(src.gcps[0]), src.gcps[1]) if src.gcps[0] else None,
         )
 
 

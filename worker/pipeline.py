@@ -32,7 +32,6 @@ from tiling.encode import TileGeoref, content_type, encode_tile
 from tiling.errors import ImageOpenError, TilingError
 from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
-from tiling.sensor import sensor_model_for
 from worker.endpoints import ModelEndpoint
 from worker.errors import EndpointError, ImageUnavailableError, PermanentError
 from worker.jobstore import ImageOutcome
@@ -114,9 +113,11 @@ def distillation(request: ImageRequest) -> Distillation | None:
     )
 
 
-def feature_context(info: ImageInfo, request: ImageRequest) -> FeatureContext:
+def feature_context(
+    info: ImageInfo, request: ImageRequest, dem: str | None = None
+) -> FeatureContext:
     """What every output feature of an image shares."""
-    sensor_model = sensor_model_for(info.transform, info.crs)
+    sensor_model = info.sensor_model(dem)
     if sensor_model is None:
         log.warning("image %s has no georeferencing: features stay in pixel space", info.url)
     return FeatureContext(
@@ -201,7 +202,7 @@ class ImagePipeline:
             self._settings.max_image_pixels,
             self._settings.max_tile_bytes,
         )
-        plan = plan_image(info, request)
+        plan = plan_image(info, request, self._settings.dem_url)
         regions = split_regions(
             plan.tiles,
             plan.layout,
@@ -251,7 +252,9 @@ class ImagePipeline:
             len(table),
             selection.rows.size,
         )
-        chunks = feature_chunks(table, selection, feature_context(job.info, request))
+        chunks = feature_chunks(
+            table, selection, feature_context(job.info, request, self._settings.dem_url)
+        )
         writing = time.monotonic()
         outputs = await write_outputs(
             await self._sinks.for_request(request),

@@ -15,7 +15,6 @@ from tiling.errors import UnsupportedEncodingError
 from tiling.grid import Window, axis_origins, tile_grid
 from tiling.image import ImageInfo
 from tiling.roi import RegionError, region_in_pixels, tiles_in_region
-from tiling.sensor import sensor_model_for
 from worker.errors import PermanentError
 from worker.messages import ImageRequest
 
@@ -42,7 +41,7 @@ def tile_layout(bounds: Window, request: ImageRequest) -> TileLayout:
     return TileLayout(cols, rows, min(size, bounds.width), min(size, bounds.height))
 
 
-def plan_image(info: ImageInfo, request: ImageRequest) -> ImagePlan:
+def plan_image(info: ImageInfo, request: ImageRequest, dem: str | None = None) -> ImagePlan:
     """Bounds, tiles and region of an image for a request.
 
     With a region of interest the grid starts at the region's corner, only tiles overlapping
@@ -53,7 +52,7 @@ def plan_image(info: ImageInfo, request: ImageRequest) -> ImagePlan:
     """
     bounds, region = info.bounds, None
     if request.region_of_interest is not None:
-        sensor_model = sensor_model_for(info.transform, info.crs)
+        sensor_model = info.sensor_model(dem)
         if sensor_model is None:
             raise PermanentError(
                 f"regionOfInterest needs a georeferenced image; {info.url} has no georeferencing"

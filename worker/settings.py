@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
     gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
     image_read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    dem_url: str | None = None
     image_url_schemes: str = "s3"
     endpoint_hosts: str = ""
     max_reply_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024

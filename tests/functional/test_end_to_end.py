@@ -8,11 +8,14 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 
 from tests.functional.helpers import Stack, write_geotiff
+from tests.tiling.test_sensor_models import RPCS
+from tiling.sensor import RpcSensorModel
 from worker.variants import choose_variant
 
 pytestmark = pytest.mark.functional
@@ -256,3 +259,25 @@ def test_region_of_interest(stack: Stack, tmp_path: Path) -> None:
     final = stack.statuses.wait_terminal(outside["jobId"])[-1]
     assert final.attributes["status"] == "FAILED"
     assert "regionOfInterest does not overlap the image" in final.message
+
+
+def test_rpc_image_is_geolocated_with_its_rpcs(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "rpc.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint8", rpcs=RPCS
+    ) as dst:
+        dst.write(np.full((1, 1024, 1024), 60, np.uint8))
+    request = stack.request(
+        stack.upload(path), imageProcessorTileSize=512, imageProcessorTileOverlap=0
+    )
+    stack.submit(json.dumps(request))
+    assert stack.statuses.wait_terminal(request["jobId"])[-1].attributes["status"] == "SUCCESS"
+    features = stack.result(request["jobId"])["features"]
+    assert len(features) == 4
+    model = RpcSensorModel(RPCS)
+    for feature in features:
+        ring = np.array(feature["properties"]["imageGeometry"]["coordinates"][0], dtype=float)
+        lons, lats = model.image_to_world(ring[:, 0], ring[:, 1])
+        world = np.array(feature["geometry"]["coordinates"][0], dtype=float)
+        assert np.abs(world[:, 0] - lons).max() < 1e-7
+        assert np.abs(world[:, 1] - lats).max() < 1e-7
