@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from postprocessing.table import DetectionTable
 from tiling.grid import Window
 from worker.capacity import image_load
-from worker.errors import PermanentError
+from worker.errors import FinalisingElsewhere, PermanentError
 from worker.jobstore import ImageOutcome, ImageRecord, JobStore
 from worker.messages import ImageRequest, RegionRequest
 from worker.metrics import (
@@ -388,8 +388,11 @@ class Coordinator:
         url = request.image_urls[index]
         lease_s = self._settings.visibility_timeout_s
         if not await self._jobs.claim(request.job_id, url, self._worker_id, lease_s):
+            record = await self._get(request, index)
+            if record.final_status is not None and record.published:
+                return
             log.info("job %s image %s: another worker finalises it", request.job_id, url)
-            return
+            raise FinalisingElsewhere(request.job_id, url, lease_s)
         async with self._lease(request.job_id, url, lease_s):
             record = await self._get(request, index)
             if record.final_status is None:

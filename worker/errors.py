@@ -1,4 +1,4 @@
-"""Errors of the worker; the loop routes messages on RetryableError vs PermanentError alone."""
+"""Errors of the worker; the loop routes messages on what kind of error ended their work."""
 
 
 class WorkerError(Exception):
@@ -44,3 +44,16 @@ class EndpointPermanentError(EndpointError, PermanentError):
 
 class SinkError(RetryableError):
     """An output (S3, Kinesis) could not be written after retries."""
+
+
+class FinalisingElsewhere(WorkerError):
+    """Another worker holds the image's finalisation lease: look again once it has expired.
+
+    The message must not be dropped: if the lease holder died, this message is what brings the
+    image to its end.
+    """
+
+    def __init__(self, job_id: str, image_url: str, retry_after_s: float) -> None:
+        """The image, and when its lease will have expired if it is not renewed."""
+        super().__init__(f"job {job_id} image {image_url}: another worker is finalising it")
+        self.retry_after_s = retry_after_s

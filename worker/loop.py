@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -25,7 +26,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.capacity import CapacityGate
 from worker.coordinator import Coordinator
-from worker.errors import InvalidRequestError, PermanentError, RetryableError
+from worker.errors import (
+    FinalisingElsewhere,
+    InvalidRequestError,
+    PermanentError,
+    RetryableError,
+)
 from worker.health import touch
 from worker.messages import (
     ImageRequest,
@@ -50,6 +56,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_JOB_ID = "unknown"
 RECEIVE_BACKOFF_CAP_S = 30.0
 MAX_RETRY_DELAY_S = 900
+MAX_DELAY_S = 900  # SQS DelaySeconds limit
 BUSY_WAKE_S = 5.0
 
 
@@ -200,6 +207,9 @@ class Worker:
                 failure = await self._coordinator.start_image(request, index, message.body)
                 if failure:
                     failures.append(failure)
+        except FinalisingElsewhere as err:
+            await self._look_again(work, err)
+            return
         except (RetryableError, PermanentError, BotoCoreError, ClientError) as err:
             await self._retry_or_fail_images(work, request, str(err))
             return
@@ -276,6 +286,9 @@ class Worker:
             return
         try:
             await self._coordinator.run_region(region, request)
+        except FinalisingElsewhere as err:
+            await self._look_again(work, err)
+            return
         except PermanentError as err:
             await self._give_up_region(work, region, request, str(err))
             return
@@ -305,6 +318,17 @@ class Worker:
         await work.queue.dead_letter(work.message, f"region {region.region_id}: {reason}")
 
     # ---- common ---------------------------------------------------------------------------
+
+    async def _look_again(self, work: Work, err: FinalisingElsewhere) -> None:
+        """Send the message again for when the finalisation lease will have expired.
+
+        A fresh copy (and the received one deleted) rather than a longer visibility: waiting on
+        a live finaliser must not count toward the receives that dead-letter a message.
+        """
+        delay_s = min(MAX_DELAY_S, math.ceil(err.retry_after_s) + 1)
+        log.info("%s; looking again in %ds", err, delay_s)
+        await work.queue.send(work.message.body, delay_s)
+        await work.queue.delete(work.message)
 
     def _abandoned(self, message: QueueMessage) -> str:
         return (

@@ -4,11 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from subprocess import Popen
 
-import boto3
 import pytest
 
 from infra.local_stack import LocalStack
-from tests.functional.helpers import Stack, StatusLog
+from tests.functional.helpers import Stack, stack_of
 
 
 @pytest.fixture(scope="session")
@@ -27,18 +26,7 @@ def worker(local_stack: LocalStack) -> Popen[bytes]:
 
 @pytest.fixture(scope="session")
 def stack(local_stack: LocalStack, worker: Popen[bytes]) -> Stack:
-    session = boto3.session.Session(region_name="us-east-1")
-    url = local_stack.endpoint_url
-    sqs = session.client("sqs", endpoint_url=url)
-    return Stack(
-        local=local_stack,
-        worker=worker,
-        sqs=sqs,
-        s3=session.client("s3", endpoint_url=url),
-        kinesis=session.client("kinesis", endpoint_url=url),
-        dynamodb=session.client("dynamodb", endpoint_url=url),
-        statuses=StatusLog(sqs, local_stack.resources.status_queue_url),
-    )
+    return stack_of(local_stack, worker)
 
 
 @pytest.fixture

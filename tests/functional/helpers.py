@@ -8,6 +8,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+import boto3
 import numpy as np
 import rasterio
 from affine import Affine
@@ -177,3 +178,19 @@ def own_worker(stack: Stack, prefix: str, **overrides: str) -> tuple[Popen[bytes
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     queues = own_queues(stack.sqs, name)
     return stack.local.start_worker(f"worker-{name}", **overrides, **queues), queues
+
+
+def stack_of(local: LocalStack, worker: Popen[bytes]) -> Stack:
+    """Clients of ``local`` (a running local stack) with ``worker`` as its worker."""
+    session = boto3.session.Session(region_name="us-east-1")
+    url = local.endpoint_url
+    sqs = session.client("sqs", endpoint_url=url)
+    return Stack(
+        local=local,
+        worker=worker,
+        sqs=sqs,
+        s3=session.client("s3", endpoint_url=url),
+        kinesis=session.client("kinesis", endpoint_url=url),
+        dynamodb=session.client("dynamodb", endpoint_url=url),
+        statuses=StatusLog(sqs, local.resources.status_queue_url),
+    )

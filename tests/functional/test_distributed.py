@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 
 from infra.local_stack import LocalStack
-from tests.functional.helpers import TERMINAL, Stack, StatusLog, write_geotiff
+from tests.functional.helpers import TERMINAL, Stack, StatusLog, stack_of, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
 
 pytestmark = pytest.mark.functional
@@ -75,18 +74,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with LocalStack(tmp_path_factory.mktemp("fleet")) as local:
-        session = boto3.session.Session(region_name="us-east-1")
-        url = local.endpoint_url
-        sqs = session.client("sqs", endpoint_url=url)
-        yield Stack(
-            local=local,
-            worker=None,  # type: ignore[arg-type]  # the fleet starts its own
-            sqs=sqs,
-            s3=session.client("s3", endpoint_url=url),
-            kinesis=session.client("kinesis", endpoint_url=url),
-            dynamodb=session.client("dynamodb", endpoint_url=url),
-            statuses=StatusLog(sqs, local.resources.status_queue_url),
-        )
+        yield stack_of(local, None)  # type: ignore[arg-type]  # the fleet starts its own
 
 
 @pytest.fixture

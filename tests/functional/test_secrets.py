@@ -2,15 +2,24 @@
 
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.functional.helpers import Stack, write_geotiff
+from infra.local_stack import LocalStack
+from tests.functional.helpers import Stack, stack_of, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
 
 pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own: moto's model dump fails once other tests have deleted buckets."""
+    with LocalStack(tmp_path_factory.mktemp("secrets")) as local:
+        yield stack_of(local, local.start_worker("worker", MODELRUNNER_MAX_ATTEMPTS="2"))
 
 
 def issued_credentials(moto_url: str) -> set[str]:
@@ -26,7 +35,8 @@ def issued_credentials(moto_url: str) -> set[str]:
     return secrets
 
 
-def test_assumed_role_credentials_appear_nowhere(stack: Stack, tmp_path: Path) -> None:
+def test_assumed_role_credentials_appear_nowhere(own_stack: Stack, tmp_path: Path) -> None:
+    stack = own_stack
     pixels = np.full((1, 300, 300), 150, dtype=np.uint8)
     image_url = stack.upload(write_geotiff(tmp_path / "secret.tif", pixels, TRANSFORM, UTM))
     good = stack.request(
