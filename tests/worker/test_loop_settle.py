@@ -1,0 +1,110 @@
+"""How the loop settles a message whose image another worker is finalising."""
+
+import asyncio
+import json
+from typing import Any, cast
+
+from worker.coordinator import Coordinator
+from worker.errors import FinalisingElsewhere
+from worker.loop import Work, Worker
+from worker.messages import ImageRequest, RegionRequest
+from worker.queue import QueueMessage
+from worker.settings import Settings
+from worker.status import StatusEvent
+
+REQUEST = {
+    "jobId": "job-1",
+    "imageUrls": ["s3://images/a.tif"],
+    "outputs": [{"type": "S3", "bucket": "results", "prefix": "out"}],
+    "imageProcessor": {"name": "http://127.0.0.1:8080/invocations", "type": "HTTP_ENDPOINT"},
+}
+
+
+class Queue:
+    """Records what the loop does to its messages."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+        self.deleted: list[str] = []
+        self.dead: list[str] = []
+        self.visibility: list[int] = []
+
+    async def receive(self, max_messages: int, wait_s: int, visibility_s: int) -> list[Any]:
+        return []
+
+    async def delete(self, message: QueueMessage) -> None:
+        self.deleted.append(message.message_id)
+
+    async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
+        self.visibility.append(timeout_s)
+
+    async def send(self, body: str, delay_s: int = 0) -> None:
+        self.sent.append((body, delay_s))
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        self.dead.append(reason)
+
+
+class Busy:
+    """A coordinator whose images are always being finalised by someone else."""
+
+    async def run_region(self, region: RegionRequest, request: ImageRequest) -> None:
+        raise FinalisingElsewhere(region.job_id, request.image_urls[0], 300.0)
+
+    async def start_image(self, request: ImageRequest, index: int, body: str) -> str | None:
+        raise FinalisingElsewhere(request.job_id, request.image_urls[index], 300.0)
+
+
+class Statuses:
+    def __init__(self) -> None:
+        self.events: list[StatusEvent] = []
+
+    async def publish(self, event: StatusEvent) -> None:
+        self.events.append(event)
+
+
+def settle(body: str, is_region: bool, receive_count: int = 3) -> tuple[Queue, Statuses]:
+    queue, statuses = Queue(), Statuses()
+    settings = Settings(
+        capacity_throttling=False,
+        metrics=False,
+        visibility_timeout_s=300,
+        endpoint_hosts="127.0.0.1",
+    )
+    worker = Worker(
+        settings,
+        queue,
+        queue,
+        cast(Coordinator, Busy()),
+        statuses,
+        asyncio.Event(),
+    )
+    message = QueueMessage("m-1", "r-1", body, receive_count)
+    asyncio.run(worker.handle(Work(queue, message, is_region)))
+    return queue, statuses
+
+
+def test_region_is_sent_again_for_after_the_lease_not_dropped() -> None:
+    region = RegionRequest(
+        job_id="job-1",
+        image_index=0,
+        region_id=2,
+        region_count=4,
+        region_size_px=1024,
+        tile_count=4,
+        region_bounds=(0, 0, 1024, 1024),
+        image_request=json.dumps(REQUEST),
+    )
+    queue, statuses = settle(region.body(), is_region=True)
+    assert queue.sent == [(region.body(), 301)]  # a fresh copy: the receive count starts over
+    assert queue.deleted == ["m-1"]
+    assert not queue.dead
+    assert not statuses.events  # waiting is not a status change
+
+
+def test_image_message_is_sent_again_too() -> None:
+    body = json.dumps(REQUEST)
+    queue, _ = settle(body, is_region=False)
+    assert queue.sent == [(body, 301)]
+    assert queue.deleted == ["m-1"]
+    assert not queue.dead
