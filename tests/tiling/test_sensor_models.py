@@ -18,6 +18,7 @@ from pyproj import Transformer
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.rpc import RPC
+from rasterio.shutil import copy
 
 from tiling.image import describe_image
 from tiling.sensor import GcpSensorModel, RpcSensorModel
@@ -172,3 +173,19 @@ def test_empty_inputs(size: int) -> None:
     empty = np.zeros(size)
     assert RpcSensorModel(RPCS).image_to_world(empty, empty)[0].size == 0
     assert GcpSensorModel([], UTM).world_to_image(empty, empty)[0].size == 0
+
+
+def test_nitf_rpc00b_tre_gives_the_same_model(tmp_path: Path) -> None:
+    tif, ntf = tmp_path / "rpc.tif", tmp_path / "rpc.ntf"
+    with rasterio.open(
+        tif, "w", driver="GTiff", width=64, height=48, count=1, dtype="uint8", rpcs=RPCS
+    ) as dst:
+        dst.write(np.zeros((1, 48, 64), np.uint8))
+    copy(str(tif), str(ntf), driver="NITF")  # GDAL writes the RPCs as an RPC00B TRE
+    with rasterio.open(ntf) as src:
+        assert "RPC00B" in src.tags(ns="TRE")
+    model = describe_image(str(ntf)).sensor_model()
+    assert isinstance(model, RpcSensorModel)
+    got = np.stack(model.image_to_world(GRID_COLS, GRID_ROWS))
+    expected = np.stack(RpcSensorModel(RPCS).image_to_world(GRID_COLS, GRID_ROWS))
+    assert np.abs(got - expected).max() < 1e-7
