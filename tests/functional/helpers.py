@@ -101,23 +101,34 @@ class Stack:
         document: dict[str, Any] = json.loads(body["Body"].read())
         return document
 
-    def dead_letters(self) -> list[tuple[str, str]]:
-        """(body, reason) of every message now in the image DLQ (left in place)."""
+    def dead_letters(self, wait_for: str | None = None) -> list[tuple[str, str]]:
+        """(body, reason) of every message now in the image DLQ (left in place).
+
+        With ``wait_for``, wait (up to 15 s) until a body containing it is there: a request is
+        dead-lettered just after its FAILED status is published.
+        """
         found: dict[str, tuple[str, str]] = {}
-        for _ in range(5):
-            reply = self.sqs.receive_message(
-                QueueUrl=self.local.resources.image_dlq_url,
-                MaxNumberOfMessages=10,
-                MessageAttributeNames=["All"],
-                VisibilityTimeout=0,
-            )
-            for message in reply.get("Messages", []):
-                attributes = message.get("MessageAttributes", {})
-                reason = (
-                    attributes["reason"].get("StringValue", "") if "reason" in attributes else ""
+        deadline = time.monotonic() + 15
+        while True:
+            for _ in range(5):
+                reply = self.sqs.receive_message(
+                    QueueUrl=self.local.resources.image_dlq_url,
+                    MaxNumberOfMessages=10,
+                    MessageAttributeNames=["All"],
+                    VisibilityTimeout=0,
                 )
-                found[message["MessageId"]] = (message["Body"], reason)
-        return list(found.values())
+                for message in reply.get("Messages", []):
+                    attributes = message.get("MessageAttributes", {})
+                    reason = (
+                        attributes["reason"].get("StringValue", "")
+                        if "reason" in attributes
+                        else ""
+                    )
+                    found[message["MessageId"]] = (message["Body"], reason)
+            waiting = wait_for is not None and not any(wait_for in b for b, _ in found.values())
+            if not waiting or time.monotonic() > deadline:
+                return list(found.values())
+            time.sleep(0.2)
 
     def job_record(self, job_id: str, image_url: str) -> dict[str, Any]:
         item = self.dynamodb.get_item(

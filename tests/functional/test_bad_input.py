@@ -65,7 +65,7 @@ def test_bad_requests_are_failed_and_dead_lettered(stack: Stack, tmp_path: Path)
         assert failed, f"no FAILED status for {job_id}"
         assert failed[-1].attributes["status"] == "FAILED"
         assert words in failed[-1].message
-    dead = stack.dead_letters()
+    dead = stack.dead_letters(bad[-1][0])
     for job_id, body, words in bad:
         matches = [reason for dead_body, reason in dead if dead_body == body]
         assert matches, f"{job_id} not in the DLQ"
@@ -93,4 +93,4 @@ def test_output_that_keeps_failing_fails_the_image_naming_the_sink(
     assert events == ["STARTED", "FAILED"]
     assert "s3://no-such-bucket/out/" in statuses[-1].message
     assert "gave up after 2 attempts" in statuses[-1].message
-    assert [reason for dead, reason in stack.dead_letters() if dead == body]
+    assert [reason for dead, reason in stack.dead_letters(request["jobId"]) if dead == body]

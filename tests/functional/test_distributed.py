@@ -410,6 +410,10 @@ def test_message_whose_workers_keep_dying_is_failed_and_dead_lettered(
     statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=60)
     assert terminal(statuses) == ["FAILED"]
     assert "received 5 times without finishing" in statuses[-1].message
-    dead = [reason for dead_body, reason in fleet_stack.dead_letters() if dead_body == body]
+    dead = [
+        reason
+        for dead_body, reason in fleet_stack.dead_letters(request["jobId"])
+        if dead_body == body
+    ]
     assert dead
     assert "MODELRUNNER_MAX_RECEIVES=4" in dead[0]
