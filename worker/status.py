@@ -7,6 +7,10 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+# A description quotes the reason for a failure, which may quote the input: bounded, so status
+# messages and the log lines that echo them stay small whatever a request holds.
+MAX_DESCRIPTION_CHARS = 4000
+
 
 class Status(StrEnum):
     """Job, image and region status values."""
@@ -45,7 +49,11 @@ class StatusEvent(BaseModel):
 
     def sns_message(self) -> str:
         """The SNS body: ``StatusMonitor update: <STATUS> <jobId>: <description>``."""
-        return f"StatusMonitor update: {self.status} {self.job_id}: {self.description}"
+        text = self.description
+        if len(text) > MAX_DESCRIPTION_CHARS:
+            cut = len(text) - MAX_DESCRIPTION_CHARS
+            text = f"{text[:MAX_DESCRIPTION_CHARS]}... ({cut} more characters)"
+        return f"StatusMonitor update: {self.status} {self.job_id[:256]}: {text}"
 
     def sns_attributes(self) -> dict[str, str]:
         """The filterable String attributes (empty values are left out: SNS rejects them)."""
