@@ -1,0 +1,1 @@
+"""bioimage.io models as ModelRunner endpoints: the runner adapter and its pieces."""

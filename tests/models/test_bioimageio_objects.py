@@ -1,0 +1,77 @@
+"""Per-pixel model output to ModelRunner features."""
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import shape
+
+from models.bioimageio.objects import feature_collection, label_components, objects_to_features
+from postprocessing.detections import parse_model_output
+
+
+def probability_map() -> np.ndarray:
+    prob = np.zeros((40, 60), dtype=np.float32)
+    prob[2:12, 3:13] = 0.9  # a 10 x 10 square
+    prob[20:35, 20:40] = 0.7  # a 15 x 20 block with a 5 x 5 hole
+    prob[25:30, 27:32] = 0.0
+    prob[5, 50] = 0.95  # one pixel: below the minimum area
+    prob[30:32, 50:52] = 0.6  # 2 x 2 ...
+    prob[32, 52] = 0.6  # ... and a diagonal neighbour: the same 8-connected object
+    return prob
+
+
+def test_components_are_eight_connected() -> None:
+    labels = label_components(probability_map(), threshold=0.5)
+    assert labels.max() == 4
+    assert labels[30, 50] == labels[32, 52] != 0
+
+
+def test_features_have_outlines_boxes_and_mean_scores() -> None:
+    prob = probability_map()
+    prob[2:12, 3:8] = 0.8  # the square's mean becomes 0.85
+    labels = label_components(prob, threshold=0.5)
+    features = objects_to_features(
+        labels, "urn:cell", probability=prob, min_area=2, model_metadata={"modelId": "m"}
+    )
+    by_box = {tuple(f["properties"]["imageBBox"]): f["properties"] for f in features}
+    assert set(by_box) == {(3, 2, 13, 12), (20, 20, 40, 35), (50, 30, 53, 33)}
+    square = by_box[(3, 2, 13, 12)]
+    assert square["featureClasses"] == [{"iri": "urn:cell", "score": pytest.approx(0.85)}]
+    assert square["modelMetadata"] == {"modelId": "m"}
+    # Outlines cover exactly the object's pixels, holes included.
+    block = shape(by_box[(20, 20, 40, 35)]["imageGeometry"])
+    assert isinstance(block, shapely.Polygon)
+    assert block.area == 15 * 20 - 25
+    assert len(block.interiors) == 1
+    assert shape(by_box[(50, 30, 53, 33)]["imageGeometry"]).area == 5
+
+
+def test_box_mode_and_label_images() -> None:
+    labels = np.zeros((10, 10), dtype=np.int32)
+    labels[1:4, 1:5] = 7
+    labels[6:9, 6:9] = 3
+    features = objects_to_features(labels, "urn:x", mode="bbox")
+    assert sorted(f["properties"]["imageBBox"] for f in features) == [[1, 1, 5, 4], [6, 6, 9, 9]]
+    assert all(f["properties"]["featureClasses"][0]["score"] == 1.0 for f in features)
+    for feature in features:
+        minx, miny, maxx, maxy = feature["properties"]["imageBBox"]
+        outline = shape(feature["properties"]["imageGeometry"])
+        assert outline.equals(shapely.box(minx, miny, maxx, maxy))
+
+
+def test_the_reply_is_what_the_worker_parses() -> None:
+    prob = probability_map()
+    labels = label_components(prob, threshold=0.5)
+    reply = json.dumps(feature_collection(objects_to_features(labels, "urn:cell", prob)))
+    table = parse_model_output(reply.encode(), col_off=1000, row_off=2000, tile_size=(60, 40))
+    assert len(table) == 4
+    assert table.boxes.min(axis=0).tolist()[:2] == [1003, 2002]
+    assert set(table.labels) == {"urn:cell"}
+
+
+def test_nothing_found_and_bad_shapes() -> None:
+    assert objects_to_features(np.zeros((5, 5), np.int32), "urn:x") == []
+    with pytest.raises(ValueError, match="2D"):
+        label_components(np.zeros((2, 5, 5)), 0.5)
