@@ -1,0 +1,215 @@
+"""The bioimage.io runner adapter: a SageMaker-contract server in front of bioimage.io models.
+
+``GET /ping`` answers 200. ``POST /invocations`` takes a tile (NITF, GTIFF, PNG, JPEG, or a
+``.npy`` array), runs the model the ``X-Amzn-SageMaker-Custom-Attributes`` header names on it
+through a backend, turns the model's map into objects and answers a ModelRunner
+FeatureCollection. Attributes (``key=value``, comma-separated):
+
+``model`` (model id; the server's default when absent), ``output`` (``probability``: threshold
+and split into components, the default; ``labels``: the map is a label image), ``channel``
+(output channel, 0), ``threshold`` (0.5), ``min_area`` (pixels, 1), ``class_iri``
+(``urn:bioimageio:object``), ``geometry`` (``polygon`` or ``bbox``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models.bioimageio.objects import (
+    GeometryMode,
+    feature_collection,
+    label_components,
+    objects_to_features,
+)
+from models.server import CUSTOM_ATTRIBUTES_HEADER, MAX_TILE_BYTES, JsonHandler
+from models.synthetic import parse_custom_attributes
+from tiling.encode import decode_tile
+from tiling.errors import TilingError
+
+log = logging.getLogger(__name__)
+
+NPY_MAGIC = b"\x93NUMPY"
+DEFAULT_CLASS = "urn:bioimageio:object"
+
+
+class UnknownModelError(LookupError):
+    """The backend has no model of that id."""
+
+
+class BackendError(RuntimeError):
+    """The backend failed to run the model (the message says why)."""
+
+
+class Backend(Protocol):
+    """Runs a bioimage.io model on one tile."""
+
+    def predict(self, model_id: str, tile: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Model output for a ``(bands, rows, cols)`` tile, as ``(channels, rows, cols)``.
+
+        Raises:
+            UnknownModelError: If there is no such model.
+            BackendError: If the model cannot run on this input.
+        """
+        ...
+
+    def metadata(self, model_id: str) -> dict[str, Any]:
+        """What every feature of this model carries in ``modelMetadata``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """The per-request options of one invocation."""
+
+    model: str
+    output: str = "probability"
+    channel: int = 0
+    threshold: float = 0.5
+    min_area: int = 1
+    class_iri: str = DEFAULT_CLASS
+    geometry: GeometryMode = "polygon"
+
+    @classmethod
+    def from_attributes(cls, attributes: dict[str, str], default_model: str) -> Invocation:
+        """Read and check the options.
+
+        Raises:
+            ValueError: Naming the attribute and what is wrong with it.
+        """
+        model = attributes.get("model", default_model)
+        if not model:
+            raise ValueError("model: no model id given and the server has no default")
+        output = attributes.get("output", "probability")
+        if output not in {"probability", "labels"}:
+            raise ValueError(f"output: {output!r} is not 'probability' or 'labels'")
+        geometry = attributes.get("geometry", "polygon")
+        if geometry not in {"polygon", "bbox"}:
+            raise ValueError(f"geometry: {geometry!r} is not 'polygon' or 'bbox'")
+        try:
+            channel = int(attributes.get("channel", "0"))
+            threshold = float(attributes.get("threshold", "0.5"))
+            min_area = int(attributes.get("min_area", "1"))
+        except ValueError as err:
+            raise ValueError(f"channel, threshold and min_area must be numbers: {err}") from err
+        if channel < 0 or min_area < 1 or not np.isfinite(threshold):
+            raise ValueError("channel must be >= 0, min_area >= 1 and threshold finite")
+        return cls(
+            model=model,
+            output=output,
+            channel=channel,
+            threshold=threshold,
+            min_area=min_area,
+            class_iri=attributes.get("class_iri", DEFAULT_CLASS),
+            geometry="bbox" if geometry == "bbox" else "polygon",
+        )
+
+
+def read_tile(body: bytes) -> npt.NDArray[Any]:
+    """A ``(bands, rows, cols)`` array from an encoded tile or a ``.npy`` file (2D or 3D).
+
+    Raises:
+        ValueError: If the body is neither.
+    """
+    if body.startswith(NPY_MAGIC):
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+        if array.ndim == 2:  # noqa: PLR2004
+            array = array[np.newaxis]
+        if array.ndim != 3:  # noqa: PLR2004
+            raise ValueError(f"a .npy tile must be 2D or 3D, got shape {array.shape}")
+        return np.asarray(array)
+    try:
+        return decode_tile(body)
+    except TilingError as err:
+        raise ValueError(f"cannot decode tile: {err}") from err
+
+
+def run(backend: Backend, invocation: Invocation, tile: npt.NDArray[Any]) -> dict[str, Any]:
+    """The FeatureCollection for one tile."""
+    output = backend.predict(invocation.model, tile)
+    if output.ndim == 2:  # noqa: PLR2004
+        output = output[np.newaxis]
+    if invocation.channel >= output.shape[0]:
+        raise BackendError(
+            f"channel {invocation.channel} asked for, the model has {output.shape[0]} output"
+            " channel(s)"
+        )
+    plane = output[invocation.channel]
+    if plane.shape != tile.shape[1:]:
+        raise BackendError(f"model output {plane.shape} does not match the tile {tile.shape[1:]}")
+    if invocation.output == "labels":
+        labels, probability = np.rint(plane).astype(np.int32), None
+    else:
+        labels, probability = label_components(plane, invocation.threshold), plane
+    features = objects_to_features(
+        labels,
+        invocation.class_iri,
+        probability=probability,
+        min_area=invocation.min_area,
+        mode=invocation.geometry,
+        model_metadata=backend.metadata(invocation.model),
+    )
+    return feature_collection(features)
+
+
+class AdapterHandler(JsonHandler):
+    """Routes /ping and /invocations to the backend."""
+
+    server: AdapterServer
+
+    def do_GET(self) -> None:
+        """Health check."""
+        if self.path.rstrip("/") == "/ping":
+            self._reply(200, b"{}")
+        else:
+            self._message(404, "not found")
+
+    def _message(self, status: int, text: str) -> None:
+        self._reply(status, json.dumps({"message": text}).encode())
+
+    def do_POST(self) -> None:
+        """Run a model on the posted tile."""
+        if self.path.rstrip("/") != "/invocations":
+            self._message(404, "not found")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_TILE_BYTES:
+            self._message(400, "a tile body is required")
+            return
+        body = self.rfile.read(length)
+        try:
+            attributes = parse_custom_attributes(self.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+            invocation = Invocation.from_attributes(attributes, self.server.default_model)
+            tile = read_tile(body)
+        except ValueError as err:
+            self._message(400, str(err))
+            return
+        try:
+            reply = run(self.server.backend, invocation, tile)
+        except UnknownModelError as err:
+            self._message(404, f"unknown model {invocation.model!r}: {err}")
+            return
+        except BackendError as err:
+            log.warning("model %s failed: %s", invocation.model, err)
+            self._message(500, f"model {invocation.model} failed: {err}")
+            return
+        self._reply(200, json.dumps(reply).encode())
+
+
+class AdapterServer(ThreadingHTTPServer):
+    """Threading HTTP server with a backend and a default model id."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], backend: Backend, default_model: str) -> None:
+        """Bind to ``address``; requests without ``model`` use ``default_model``."""
+        super().__init__(address, AdapterHandler)
+        self.backend = backend
+        self.default_model = default_model
