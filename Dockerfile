@@ -2,6 +2,7 @@
 # ModelRunner images. Targets:
 #   worker (default, last stage)  docker build -t modelrunner-worker .
 #   models (synthetic model server) docker build --target models -t modelrunner-models .
+#   bioimageio (bioimage.io adapter) docker build --target bioimageio -t modelrunner-bioimageio .
 # Needs BuildKit (the default builder of Docker Engine 23+ and of `docker compose build`):
 # the runtime stage bind-mounts the wheels from the builder instead of copying them in.
 
@@ -20,7 +21,11 @@ COPY pyproject.toml ./
 RUN mkdir -p /wheels/deps /wheels/app \
     && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" \
         > /wheels/deps/requirements.txt \
-    && pip wheel --no-cache-dir --wheel-dir /wheels/deps -r /wheels/deps/requirements.txt
+    && pip wheel --no-cache-dir --wheel-dir /wheels/deps -r /wheels/deps/requirements.txt \
+    && mkdir -p /wheels/bioimageio \
+    && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bioimageio'], sep=chr(10))" \
+        > /wheels/bioimageio/requirements.txt \
+    && pip wheel --no-cache-dir --wheel-dir /wheels/bioimageio -r /wheels/bioimageio/requirements.txt
 
 # Then the project (the packages pyproject's package discovery includes, infra/sample too).
 COPY README.md ./
@@ -65,6 +70,21 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=3)"]
 # Bind every interface: the server's default (127.0.0.1) is unreachable from other containers.
 CMD ["python", "-m", "models", "--host", "0.0.0.0", "--port", "8080"]
+
+# --- bioimageio: the bioimage.io runner adapter (SageMaker contract, local backend) ----------
+# docker run -v /path/to/models:/models:ro -p 8080:8080 modelrunner-bioimageio \
+#   --package my-model=/models/my-model.zip
+FROM runtime AS bioimageio
+USER 0:0
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels/deps --find-links=/wheels/bioimageio \
+        -r /wheels/bioimageio/requirements.txt \
+    && python -c "import bioimageio.core, onnxruntime, models.bioimageio.local"
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=3)"]
+ENTRYPOINT ["python", "-m", "models.bioimageio", "--host", "0.0.0.0", "--port", "8080"]
 
 # --- worker (default target): polls SQS until SIGTERM ---------------------------------------
 FROM runtime AS worker
