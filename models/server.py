@@ -50,18 +50,18 @@ class JsonHandler(BaseHTTPRequestHandler):
         """Log requests at debug level instead of stderr."""
         log.debug(format, *args)
 
-
-class ModelHandler(JsonHandler):
-    """Routes /ping and /invocations."""
-
-    server: ModelServer
-
     def do_GET(self) -> None:
         """Health check."""
         if self.path.rstrip("/") == "/ping":
             self._reply(200, b"{}")
         else:
             self._reply(404, b'{"message": "not found"}')
+
+
+class ModelHandler(JsonHandler):
+    """Routes /ping and /invocations."""
+
+    server: ModelServer
 
     def do_POST(self) -> None:
         """Run a model on the posted tile."""

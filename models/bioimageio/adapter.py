@@ -164,13 +164,6 @@ class AdapterHandler(JsonHandler):
 
     server: AdapterServer
 
-    def do_GET(self) -> None:
-        """Health check."""
-        if self.path.rstrip("/") == "/ping":
-            self._reply(200, b"{}")
-        else:
-            self._message(404, "not found")
-
     def _message(self, status: int, text: str) -> None:
         self._reply(status, json.dumps({"message": text}).encode())
 
