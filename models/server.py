@@ -30,7 +30,7 @@ MAX_TILE_BYTES = 256 * 1024 * 1024
 
 
 class JsonHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive handler replying JSON bodies; request lines logged at debug."""
+    """HTTP/1.1 keep-alive JSON handler (GET /ping for health); request lines logged at debug."""
 
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes: without this, Nagle's algorithm and the
