@@ -1,23 +1,27 @@
 """The local backend: bioimage.io model packages run in this process with bioimageio.core.
 
-Each package (a folder with ``rdf.yaml``, the ``rdf.yaml`` itself, or a ``.zip``) is loaded
-once, on first use, into a prediction pipeline for the chosen weights format. Calls to one
-model are serialised (a pipeline is not made for concurrent use); different models run side by
-side. Tiles of any size are padded up to the nearest size the model accepts (its
-``min + n*step`` axis sizes), larger ones are predicted block by block, and the output is
-cropped back to the tile.
+Each package (a folder with ``rdf.yaml``, the ``rdf.yaml`` itself, or a ``.zip``; on disk or
+in S3 as ``s3://bucket/model.zip`` or ``s3://bucket/folder/``) is loaded once, on first use,
+into a prediction pipeline for the chosen weights format. Calls to one model are serialised
+(a pipeline is not made for concurrent use); different models run side by side. Tiles of any
+size are padded up to the nearest size the model accepts (its ``min + n*step`` axis sizes),
+larger ones are predicted block by block, and the output is cropped back to the tile.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, get_args
 
+import boto3
 import numpy as np
 import numpy.typing as npt
 from bioimageio.core import create_prediction_pipeline, load_model_description, predict
+from botocore.exceptions import BotoCoreError, ClientError
 
 from models.bioimageio.adapter import BackendError, UnknownModelError
 
@@ -70,6 +74,8 @@ class LocalBackend:
         if loaded is not None:
             return loaded
         source = self._packages[model_id]
+        if source.startswith("s3://"):
+            source = fetch_package(source, Path(tempfile.mkdtemp(prefix=f"bioimageio-{model_id}-")))
         try:
             # IO checks hash and fetch every referenced file; local packages need neither.
             description = load_model_description(source, perform_io_checks=False)
@@ -161,3 +167,35 @@ def _arrange(padded: npt.NDArray[np.float32], axis_types: list[str], spec: Any) 
     arranged = padded.squeeze(axis=tuple(i for i in missing if padded.shape[i] == 1))
     kept = [i for i in range(4) if i not in missing]
     return np.transpose(arranged, [kept.index(i) for i in source])
+
+
+def fetch_package(url: str, directory: Path) -> str:
+    """Download a package from S3 into ``directory``; the local path to load.
+
+    ``s3://bucket/key.zip`` (or ``.yaml``) is one object; ``s3://bucket/prefix/`` a folder with
+    ``rdf.yaml`` and the files it names.
+
+    Raises:
+        BackendError: If it cannot be downloaded.
+    """
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3")
+    try:
+        if not key.endswith("/"):
+            target = directory / Path(key).name
+            s3.download_file(bucket, key, str(target))
+            return str(target)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        for item in (obj for page in pages for obj in page.get("Contents", [])):
+            relative = item["Key"][len(key) :]
+            if not relative or ".." in Path(relative).parts:
+                continue
+            target = directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+    except (BotoCoreError, ClientError) as err:
+        raise BackendError(f"cannot download model package {url}: {err}") from err
+    rdf = directory / "rdf.yaml"
+    if not rdf.exists():
+        raise BackendError(f"model package {url} has no rdf.yaml")
+    return str(rdf)

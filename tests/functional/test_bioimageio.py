@@ -1,10 +1,14 @@
 """A worker job against the bioimage.io adapter serving a real model package over HTTP."""
 
 import json
+import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,40 +21,48 @@ from tests.models.bioimageio_sample import write_sample_package
 pytestmark = pytest.mark.functional
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    package = write_sample_package(tmp_path_factory.mktemp("bright"))
+@contextmanager
+def running_adapter(
+    package: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """An adapter process serving ``package`` as model ``bright``; its invocations URL."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("adapter") / "adapter.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "models.bioimageio", "--port", str(port)),
-            *("--package", f"bright={package}", "--weights-format", "onnx"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/ping")
-        yield f"{url}/invocations"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "models.bioimageio", "--port", str(port)),
+                *("--package", f"bright={package}", "--weights-format", "onnx"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{url}/ping")
+            yield f"{url}/invocations"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
     assert process.returncode == 0
 
 
-def test_segmentation_model_finds_the_bright_objects(
-    stack: Stack, adapter: str, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    package = write_sample_package(tmp_path_factory.mktemp("bright"))
+    log_path = tmp_path_factory.mktemp("adapter") / "adapter.log"
+    with running_adapter(str(package), log_path) as url:
+        yield url
+
+
+def bright_request(stack: Stack, tmp_path: Path, endpoint: str) -> dict[str, Any]:
     pixels = np.full((1, 600, 900), 15, dtype=np.uint8)
     pixels[0, 100:140, 200:260] = 240  # inside one tile
     pixels[0, 400:430, 700:720] = 220
     image_url = stack.upload(write_geotiff(tmp_path / "cells.tif", pixels, TRANSFORM, UTM))
-    request = stack.request(
+    return stack.request(
         image_url,
-        imageProcessor={"name": adapter, "type": "HTTP_ENDPOINT"},
+        imageProcessor={"name": endpoint, "type": "HTTP_ENDPOINT"},
         imageProcessorParameters={
             "CustomAttributes": "model=bright,threshold=0.5,min_area=100,class_iri=urn:cell"
         },
@@ -58,6 +70,12 @@ def test_segmentation_model_finds_the_bright_objects(
         imageProcessorTileOverlap=0,
         imageProcessorTileFormat="GTIFF",
     )
+
+
+def test_segmentation_model_finds_the_bright_objects(
+    stack: Stack, adapter: str, tmp_path: Path
+) -> None:
+    request = bright_request(stack, tmp_path, adapter)
     stack.submit(json.dumps(request))
     final = stack.statuses.wait_terminal(request["jobId"])[-1]
     assert final.attributes["status"] == "SUCCESS", final.message
@@ -68,3 +86,27 @@ def test_segmentation_model_finds_the_bright_objects(
         assert feature["properties"]["featureClasses"][0]["iri"] == "urn:cell"
         assert feature["properties"]["modelMetadata"]["modelId"] == "bright"
         assert feature["geometry"]["type"] == "Polygon"
+
+
+@pytest.mark.parametrize("layout", ["zip", "folder"])
+def test_package_from_s3(stack: Stack, tmp_path: Path, layout: str) -> None:
+    folder = write_sample_package(tmp_path / "package").parent
+    bucket = stack.local.resources.image_bucket
+    prefix = f"models/{layout}"
+    if layout == "zip":
+        archive = tmp_path / "bright.zip"
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for path in folder.iterdir():
+                zipped.write(path, path.name)
+        stack.s3.upload_file(str(archive), bucket, f"{prefix}/bright.zip")
+        source = f"s3://{bucket}/{prefix}/bright.zip"
+    else:
+        for path in folder.iterdir():
+            stack.s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
+        source = f"s3://{bucket}/{prefix}/"
+    with running_adapter(source, tmp_path / "adapter.log", stack.local.aws_env) as url:
+        request = bright_request(stack, tmp_path, url)
+        stack.submit(json.dumps(request))
+        final = stack.statuses.wait_terminal(request["jobId"])[-1]
+    assert final.attributes["status"] == "SUCCESS", final.message
+    assert len(stack.result(request["jobId"])["features"]) == 2
