@@ -20,7 +20,12 @@ from typing import Any, Literal, get_args
 import boto3
 import numpy as np
 import numpy.typing as npt
-from bioimageio.core import create_prediction_pipeline, load_model_description, predict
+from bioimageio.core import (
+    Sample,
+    Tensor,
+    create_prediction_pipeline,
+    load_model_description,
+)
 from botocore.exceptions import BotoCoreError, ClientError
 
 from models.bioimageio.adapter import BackendError, UnknownModelError
@@ -133,11 +138,14 @@ class LocalBackend:
             for axis in spatial
         )
         try:
-            sample = predict(
-                model=pipeline,
-                inputs={str(spec.id): array},
-                blocksize_parameter=BLOCKSIZE_PARAMETER if too_big else None,
-            )
+            # The pipeline itself, not bioimageio.core.predict: predict() unloads the pipeline
+            # when it returns, which leaves torchscript/pytorch adapters unusable next time.
+            tensor = Tensor.from_numpy(array, dims=tuple(str(axis.id) for axis in spec.axes))
+            sample = Sample(members={spec.id: tensor}, stat={}, id="tile")
+            if too_big:
+                sample = pipeline.predict_sample_with_blocking(sample, ns=BLOCKSIZE_PARAMETER)
+            else:
+                sample = pipeline.predict_sample_without_blocking(sample)
         except MODEL_ERRORS as err:
             raise BackendError(f"prediction failed: {err}") from err
         output = next(iter(sample.members.values()))
