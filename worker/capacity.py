@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from worker.messages import ImageRequest, ProcessorType
 from worker.settings import Settings
-from worker.variants import EndpointVariants
+from worker.variants import EndpointDescriptions
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class CapacityGate:
     """Decides whether a job may start now on its endpoint."""
 
     def __init__(
-        self, settings: Settings, descriptions: EndpointVariants | None, jobs: ActiveLoad
+        self, settings: Settings, descriptions: EndpointDescriptions | None, jobs: ActiveLoad
     ) -> None:
         """Estimate capacities from ``descriptions`` and loads from ``jobs``."""
         self._settings = settings

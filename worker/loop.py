@@ -250,8 +250,7 @@ class Worker:
         )
         if self._metrics is not None:
             self._metrics.write({"Model": endpoint}, capacity_wait_values())
-        await work.queue.send(work.message.body, delay_s)
-        await work.queue.delete(work.message)
+        await self._send_again(work, delay_s)
         return False
 
     async def _reject(self, work: Work, job_id: str, reason: str) -> None:
@@ -320,14 +319,19 @@ class Worker:
     # ---- common ---------------------------------------------------------------------------
 
     async def _look_again(self, work: Work, err: FinalisingElsewhere) -> None:
-        """Send the message again for when the finalisation lease will have expired.
-
-        A fresh copy (and the received one deleted) rather than a longer visibility: waiting on
-        a live finaliser must not count toward the receives that dead-letter a message.
-        """
-        delay_s = min(MAX_DELAY_S, math.ceil(err.retry_after_s) + 1)
+        """Send the message again for when the finalisation lease will have expired."""
+        delay_s = math.ceil(err.retry_after_s) + 1
         log.info("%s; looking again in %ds", err, delay_s)
-        await work.queue.send(work.message.body, delay_s)
+        await self._send_again(work, delay_s)
+
+    @staticmethod
+    async def _send_again(work: Work, delay_s: int) -> None:
+        """A fresh copy of the message, visible after ``delay_s``; the received one deleted.
+
+        Waiting (for capacity, for a live finaliser) this way does not count toward the
+        receives that dead-letter a message, as a longer visibility would.
+        """
+        await work.queue.send(work.message.body, min(MAX_DELAY_S, delay_s))
         await work.queue.delete(work.message)
 
     def _abandoned(self, message: QueueMessage) -> str:

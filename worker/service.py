@@ -31,7 +31,7 @@ from worker.settings import Settings
 from worker.sinks import KinesisSink, S3Sink, Sink
 from worker.staging import S3Staging
 from worker.status import StatusPublisher
-from worker.variants import EndpointVariants, choose_variant
+from worker.variants import EndpointDescriptions, choose_variant
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis.client import KinesisClient
@@ -51,7 +51,7 @@ class Endpoints:
         http: aiohttp.ClientSession,
         sagemaker: SageMakerRuntimeClient,
         roles: RoleClients,
-        variants: EndpointVariants,
+        variants: EndpointDescriptions,
     ) -> None:
         """Share ``http`` and ``sagemaker`` between requests."""
         self._settings = settings
@@ -179,7 +179,7 @@ async def serve(settings: Settings) -> None:
             await _queue_url(sqs, settings.region_queue),
             await _queue_url(sqs, settings.region_dlq),
         )
-        descriptions = EndpointVariants(control)
+        descriptions = EndpointDescriptions(control)
         pipeline = ImagePipeline(
             settings,
             Endpoints(settings, http, sagemaker, roles, descriptions),

@@ -35,7 +35,7 @@ def choose_variant(variants: Variants, job_id: str) -> str | None:
     return chosen
 
 
-class EndpointVariants:
+class EndpointDescriptions:
     """DescribeEndpoint (and the endpoint's tags), cached per endpoint for a minute."""
 
     def __init__(self, client: SageMakerClient) -> None:
