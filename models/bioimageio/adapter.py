@@ -16,9 +16,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +39,11 @@ from tiling.errors import TilingError
 log = logging.getLogger(__name__)
 
 NPY_MAGIC = b"\x93NUMPY"
+# The public service's path; the model-runner methods are served below it.
+API_PREFIX = "/bioimage-io/services/model-runner"
+# Query parameters that are comma-separated lists.
+LIST_PARAMETERS = frozenset({"keywords", "additional_requirements"})
+MAX_API_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_CLASS = "urn:bioimageio:object"
 
 
@@ -159,20 +166,92 @@ def run(backend: Backend, invocation: Invocation, tile: npt.NDArray[Any]) -> dic
     return feature_collection(features)
 
 
+class RunnerApi(Protocol):
+    """The model-runner methods (``models.bioimageio.runner_api.ModelRunnerApi``)."""
+
+    def call(self, method: str, values: Mapping[str, Any]) -> Any:
+        """Run ``method``; raises an error with ``status`` and ``message`` attributes."""
+        ...
+
+
 class AdapterHandler(JsonHandler):
-    """Routes /ping and /invocations to the backend."""
+    """Routes /ping and /invocations to the backend, and the model-runner API's methods
+    (``GET <prefix>/<method>?<parameters>`` or ``POST`` with a JSON object) to the API."""
 
     server: AdapterServer
 
     def _message(self, status: int, text: str) -> None:
         self._reply(status, json.dumps({"message": text}).encode())
 
+    def _api_method(self) -> str | None:
+        """The API method a path names, or None when it is not an API path."""
+        path = urlsplit(self.path).path.rstrip("/")
+        prefix = self.server.api_prefix.rstrip("/")
+        if self.server.api is None or not path.startswith(prefix + "/"):
+            return None
+        return path[len(prefix) + 1 :]
+
+    def _api_reply(self, status: int, value: Any) -> None:
+        if status >= 400:  # noqa: PLR2004
+            value = {"success": False, "detail": value}
+        self._reply(status, json.dumps(value, allow_nan=False).encode())
+
+    def _api(self, method: str, values: dict[str, Any]) -> None:
+        """Answer an API call: the method's JSON reply, or ``{"success": false, "detail"}``."""
+        token = self.server.token
+        if token and self.headers.get("Authorization") != f"Bearer {token}":
+            self._api_reply(401, "a valid bearer token is required (Authorization: Bearer ...)")
+            return
+        api = self.server.api
+        if api is None:
+            self._api_reply(404, "this server has no model-runner API")
+            return
+        try:
+            result = api.call(method, values)
+        except Exception as err:  # noqa: BLE001  (the API's errors carry a status; bugs are 500)
+            status = getattr(err, "status", 500)
+            if status >= 500:  # noqa: PLR2004
+                log.warning("model-runner %s failed: %s", method, err)
+            self._api_reply(status, getattr(err, "message", f"{type(err).__name__}: {err}"))
+            return
+        self._api_reply(200, result)
+
+    def do_GET(self) -> None:
+        """Health check, or an API call with query parameters."""
+        method = self._api_method()
+        if method is None:
+            super().do_GET()
+            return
+        values: dict[str, Any] = {}
+        for name, items in parse_qs(urlsplit(self.path).query).items():
+            value = items[-1]
+            values[name] = value.split(",") if name in LIST_PARAMETERS else value
+        self._api(method, values)
+
+    def _post_api(self, method: str, length: int) -> None:
+        if length > MAX_API_BODY_BYTES:
+            self._api_reply(413, f"the request body is larger than {MAX_API_BODY_BYTES} bytes")
+            return
+        try:
+            values = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError as err:
+            self._api_reply(400, f"the body is not JSON: {err}")
+            return
+        if not isinstance(values, dict):
+            self._api_reply(400, "the body must be a JSON object of parameters")
+            return
+        self._api(method, values)
+
     def do_POST(self) -> None:
-        """Run a model on the posted tile."""
+        """Run a model on the posted tile, or an API call with a JSON object body."""
+        length = int(self.headers.get("Content-Length") or 0)
+        method = self._api_method()
+        if method is not None:
+            self._post_api(method, length)
+            return
         if self.path.rstrip("/") != "/invocations":
             self._message(404, "not found")
             return
-        length = int(self.headers.get("Content-Length") or 0)
         if not 0 < length <= MAX_TILE_BYTES:
             self._message(400, "a tile body is required")
             return
@@ -201,8 +280,23 @@ class AdapterServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], backend: Backend, default_model: str) -> None:
-        """Bind to ``address``; requests without ``model`` use ``default_model``."""
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: Backend,
+        default_model: str,
+        api: RunnerApi | None = None,
+        api_prefix: str = API_PREFIX,
+        token: str | None = None,
+    ) -> None:
+        """Bind to ``address``; requests without ``model`` use ``default_model``.
+
+        With ``api``, its methods are served under ``api_prefix``; with ``token``, API calls
+        need ``Authorization: Bearer <token>``.
+        """
         super().__init__(address, AdapterHandler)
         self.backend = backend
         self.default_model = default_model
+        self.api = api
+        self.api_prefix = api_prefix
+        self.token = token

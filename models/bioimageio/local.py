@@ -10,10 +10,10 @@ larger ones are predicted block by block, and the output is cropped back to the 
 
 from __future__ import annotations
 
-import math
 import tempfile
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -29,6 +29,15 @@ from bioimageio.core import (
 from botocore.exceptions import BotoCoreError, ClientError
 
 from models.bioimageio.adapter import BackendError, UnknownModelError
+from models.bioimageio.axes import (
+    NAMED_LAYOUT,
+    Axis,
+    AxisError,
+    axes_from_rdf,
+    layout_names,
+    rearrange,
+    to_model_layout,
+)
 
 WeightsFormat = Literal[
     "keras_hdf5",
@@ -48,16 +57,16 @@ MODEL_ERRORS = (ValueError, OSError, RuntimeError, KeyError, TypeError)
 BLOCKSIZE_PARAMETER = 16
 
 
-def valid_size(size: int, axis_size: Any) -> int:
-    """The smallest size >= ``size`` that an axis accepts (fixed or ``min + n*step``)."""
-    if isinstance(axis_size, int):
-        if size > axis_size:
-            raise BackendError(f"the model takes {axis_size} px along an axis, the tile has {size}")
-        return axis_size
-    minimum, step = int(axis_size.min), int(axis_size.step)
-    if size <= minimum:
-        return minimum
-    return minimum + math.ceil((size - minimum) / step) * step
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model package loaded into a prediction pipeline, with its RDF and tensor axes."""
+
+    description: Any
+    pipeline: Any
+    rdf: dict[str, Any]
+    input_id: Any  # the description's tensor id (0.5) or name (0.4)
+    input_axes: list[Axis]
+    output_axes: list[Axis]
 
 
 class LocalBackend:
@@ -70,111 +79,149 @@ class LocalBackend:
         (None: the first format the package and this machine support)."""
         self._packages = dict(packages)
         self._weights_format = weights_format
-        self._loaded: dict[str, tuple[Any, Any]] = {}
+        self._loaded: dict[tuple[str, WeightsFormat | None], LoadedModel] = {}
+        self._sources: dict[str, str] = {}
         self._locks = {model_id: threading.Lock() for model_id in self._packages}
 
-    def _load(self, model_id: str) -> tuple[Any, Any]:
-        """(description, prediction pipeline) of a model, loaded on first use."""
-        loaded = self._loaded.get(model_id)
+    @property
+    def weights_format(self) -> WeightsFormat | None:
+        """The weights format models are loaded with (None: each package's first usable)."""
+        return self._weights_format
+
+    @property
+    def model_ids(self) -> list[str]:
+        """The ids of the models this backend serves."""
+        return sorted(self._packages)
+
+    def source(self, model_id: str) -> str:
+        """The local path of a model's package (downloaded first when it is in S3).
+
+        Raises:
+            UnknownModelError: If there is no such model.
+            BackendError: If an S3 package cannot be downloaded.
+        """
+        self._check(model_id)
+        with self._locks[model_id]:
+            return self._source(model_id)
+
+    def _source(self, model_id: str) -> str:
+        source = self._sources.get(model_id)
+        if source is None:
+            source = self._packages[model_id]
+            if source.startswith("s3://"):
+                directory = Path(tempfile.mkdtemp(prefix=f"bioimageio-{model_id}-"))
+                source = fetch_package(source, directory)
+            self._sources[model_id] = source
+        return source
+
+    def load(self, model_id: str, weights_format: WeightsFormat | None = None) -> LoadedModel:
+        """A model with ``weights_format`` weights (None: the backend's), loaded on first use.
+
+        Raises:
+            UnknownModelError: If there is no such model.
+            BackendError: If its package cannot be loaded.
+        """
+        self._check(model_id)
+        with self._locks[model_id]:
+            return self._load(model_id, weights_format or self._weights_format)
+
+    def forget(self, model_id: str) -> None:
+        """Drop a loaded model and its downloaded package: the next call loads it afresh."""
+        self._check(model_id)
+        with self._locks[model_id]:
+            self._sources.pop(model_id, None)
+            for key in [key for key in self._loaded if key[0] == model_id]:
+                del self._loaded[key]
+
+    def _check(self, model_id: str) -> None:
+        if model_id not in self._packages:
+            raise UnknownModelError(f"known models: {', '.join(self.model_ids)}")
+
+    def _load(self, model_id: str, weights_format: WeightsFormat | None) -> LoadedModel:
+        loaded = self._loaded.get((model_id, weights_format))
         if loaded is not None:
             return loaded
-        source = self._packages[model_id]
-        if source.startswith("s3://"):
-            source = fetch_package(source, Path(tempfile.mkdtemp(prefix=f"bioimageio-{model_id}-")))
+        source = self._source(model_id)
         try:
             # IO checks hash and fetch every referenced file; local packages need neither.
             description = load_model_description(source, perform_io_checks=False)
-            pipeline = create_prediction_pipeline(description, weight_format=self._weights_format)
+            pipeline = create_prediction_pipeline(description, weight_format=weights_format)
+            rdf = description.model_dump(mode="json", exclude_unset=True)
+            if len(rdf["inputs"]) != 1:
+                raise BackendError("only models with one input tensor are supported")
+            loaded = LoadedModel(
+                description=description,
+                pipeline=pipeline,
+                rdf=rdf,
+                input_id=getattr(description.inputs[0], "id", None)
+                or getattr(description.inputs[0], "name", "input"),
+                input_axes=axes_from_rdf(rdf["inputs"][0]),
+                output_axes=axes_from_rdf(rdf["outputs"][0]),
+            )
         except MODEL_ERRORS as err:
             raise BackendError(f"cannot load model package {source}: {err}") from err
-        self._loaded[model_id] = (description, pipeline)
-        return description, pipeline
+        self._loaded[(model_id, weights_format)] = loaded
+        return loaded
 
     def metadata(self, model_id: str) -> dict[str, Any]:
         """The model's id, name and weights format."""
-        description, _ = self._load(model_id)
+        loaded = self.load(model_id)
         return {
             "modelId": model_id,
-            "modelName": str(description.name),
+            "modelName": str(loaded.description.name),
             "weightsFormat": self._weights_format or "default",
         }
 
-    def predict(self, model_id: str, tile: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Run the model on a ``(bands, rows, cols)`` tile; ``(channels, rows, cols)`` out."""
-        if model_id not in self._packages:
-            raise UnknownModelError(f"known models: {', '.join(sorted(self._packages))}")
+    def predict(
+        self,
+        model_id: str,
+        tile: npt.NDArray[Any],
+        blocksize: int | None = None,
+        weights_format: WeightsFormat | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Run the model on a ``(bands, rows, cols)`` tile; ``(channels, rows, cols)`` out.
+
+        Tiles larger than one block of ``min + blocksize * step`` pixels (default
+        ``BLOCKSIZE_PARAMETER``) go block by block.
+        """
+        self._check(model_id)
         with self._locks[model_id]:
-            description, pipeline = self._load(model_id)
-            return self._predict(description, pipeline, tile)
+            loaded = self._load(model_id, weights_format or self._weights_format)
+            return self._predict(loaded, tile, blocksize or BLOCKSIZE_PARAMETER)
 
     def _predict(
-        self, description: Any, pipeline: Any, tile: npt.NDArray[Any]
+        self, loaded: LoadedModel, tile: npt.NDArray[Any], blocksize: int
     ) -> npt.NDArray[np.float32]:
-        if len(description.inputs) != 1:
-            raise BackendError("only models with one input tensor are supported")
-        spec = description.inputs[0]
-        axes = {str(axis.type): axis for axis in spec.axes}
-        if "space" not in axes:
-            raise BackendError("the model's input has no spatial axes")
-        bands, rows, cols = (int(n) for n in tile.shape)
-        channels = len(axes["channel"].channel_names) if "channel" in axes else 1
-        pixels = tile.astype(np.float32)
-        if channels != bands:
-            if channels != 1:
-                raise BackendError(f"the model takes {channels} channels, the tile has {bands}")
-            pixels = pixels.mean(axis=0, keepdims=True)
-        spatial = [axis for axis in spec.axes if axis.type == "space"]
-        sizes = {
-            str(axis.id): valid_size(rows if str(axis.id) == "y" else cols, axis.size)
-            for axis in spatial
-        }
-        height, width = int(sizes.get("y", rows)), int(sizes.get("x", cols))
-        padded = np.zeros((1, pixels.shape[0], height, width), dtype=np.float32)
-        padded[:, :, :rows, :cols] = pixels
-        array = _arrange(padded, [str(a.type) for a in spec.axes], spec)
+        rows, cols = (int(n) for n in tile.shape[1:])
+        try:
+            array = to_model_layout(tile, loaded.input_axes)
+        except AxisError as err:
+            raise BackendError(str(err)) from err
+        dims = tuple(axis.id for axis in loaded.input_axes)
         too_big = any(
-            not isinstance(axis.size, int)
-            and sizes[str(axis.id)] > axis.size.min + BLOCKSIZE_PARAMETER * axis.size.step
-            for axis in spatial
+            axis.step and size > axis.minimum + blocksize * axis.step
+            for axis, size in zip(loaded.input_axes, array.shape, strict=True)
         )
         try:
             # The pipeline itself, not bioimageio.core.predict: predict() unloads the pipeline
             # when it returns, which leaves torchscript/pytorch adapters unusable next time.
-            tensor = Tensor.from_numpy(array, dims=tuple(str(axis.id) for axis in spec.axes))
-            sample = Sample(members={spec.id: tensor}, stat={}, id="tile")
+            tensor = Tensor.from_numpy(array, dims=dims)
+            sample = Sample(members={loaded.input_id: tensor}, stat={}, id="tile")
             if too_big:
-                sample = pipeline.predict_sample_with_blocking(sample, ns=BLOCKSIZE_PARAMETER)
+                sample = loaded.pipeline.predict_sample_with_blocking(sample, ns=blocksize)
             else:
-                sample = pipeline.predict_sample_without_blocking(sample)
+                sample = loaded.pipeline.predict_sample_without_blocking(sample)
         except MODEL_ERRORS as err:
             raise BackendError(f"prediction failed: {err}") from err
         output = next(iter(sample.members.values()))
-        data = output.data.transpose(
-            *[d for d in ("batch", "channel", "y", "x") if d in output.dims]
-        )
-        result = np.asarray(data.to_numpy(), dtype=np.float32)
-        if "batch" in output.dims:
-            result = result[0]
-        if result.ndim == 2:  # noqa: PLR2004
-            result = result[np.newaxis]
-        return np.ascontiguousarray(result[:, :rows, :cols])
-
-
-def _arrange(padded: npt.NDArray[np.float32], axis_types: list[str], spec: Any) -> Any:
-    """The ``(1, C, Y, X)`` array in the order of the model's input axes."""
-    order = {"batch": 0, "channel": 1}
-    source = []
-    for axis, kind in zip(spec.axes, axis_types, strict=True):
-        if kind in order:
-            source.append(order[kind])
-        elif kind == "space":
-            source.append(2 if str(axis.id) == "y" else 3)
-        else:
-            raise BackendError(f"input axis type {kind!r} is not supported")
-    missing = [i for i in range(4) if i not in source]
-    arranged = padded.squeeze(axis=tuple(i for i in missing if padded.shape[i] == 1))
-    kept = [i for i in range(4) if i not in missing]
-    return np.transpose(arranged, [kept.index(i) for i in source])
+        try:
+            axes = loaded.output_axes
+            names = dict(zip([axis.id for axis in axes], layout_names(axes), strict=True))
+            dims = tuple(names.get(str(dim), str(dim)) for dim in output.dims)
+            planes = rearrange(output.data.to_numpy(), dims, NAMED_LAYOUT)[0]
+        except AxisError as err:
+            raise BackendError(f"model output: {err}") from err
+        return np.ascontiguousarray(planes[:, :rows, :cols], dtype=np.float32)
 
 
 def fetch_package(url: str, directory: Path) -> str:

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 def write_sample_package(directory: Path) -> Path:
     """Write the package into ``directory``; returns its ``rdf.yaml``."""
     directory.mkdir(parents=True, exist_ok=True)
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, None, None])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, None, None])
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, None, None])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1, None, None])
     half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
     graph = helper.make_graph(
         [

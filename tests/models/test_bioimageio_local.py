@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.bioimageio.adapter import BackendError, Invocation, UnknownModelError, run
-from models.bioimageio.local import LocalBackend, valid_size
+from models.bioimageio.local import LocalBackend
 from tests.models.bioimageio_sample import write_sample_package
 
 # bioimageio.spec leaves the package's files open when it loads one (a ResourceWarning raised
@@ -59,13 +59,3 @@ def test_errors_are_named(backend: LocalBackend, tmp_path: Path) -> None:
     broken = LocalBackend({"broken": str(tmp_path / "missing" / "rdf.yaml")})
     with pytest.raises(BackendError, match="cannot load model package"):
         broken.predict("broken", np.zeros((1, 16, 16), np.uint8))
-
-
-def test_valid_sizes() -> None:
-    class Size:
-        min, step = 16, 16
-
-    assert [valid_size(n, Size()) for n in (1, 16, 17, 32, 33)] == [16, 16, 32, 32, 48]
-    assert valid_size(10, 64) == 64
-    with pytest.raises(BackendError, match="takes 64 px"):
-        valid_size(65, 64)

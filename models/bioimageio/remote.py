@@ -1,0 +1,317 @@
+"""The remote backend: bioimage.io models run by a BioImage.IO Model Runner service over HTTP.
+
+For each tile: ``get_upload_url`` -> PUT the tile as ``.npy`` (in the model's layout, padded to
+a size the model takes) -> ``infer`` with ``return_download_url`` -> GET the output ``.npy``.
+A service whose ``infer`` answers a request id (the asynchronous form) is polled with
+``get_infer_status`` until the result is there. A model's RDF is fetched once, for its axes.
+
+Connection failures, timeouts, 429 and 5xx replies are retried with full-jitter backoff; other
+4xx replies are not. An upload the service reports expired (410) is uploaded again once.
+Errors name the method, the model and the service's own message.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import urllib3
+from urllib3.exceptions import HTTPError
+
+from models.bioimageio.adapter import BackendError, UnknownModelError
+from models.bioimageio.axes import (
+    Axis,
+    AxisError,
+    axes_from_rdf,
+    from_model_layout,
+    to_model_layout,
+)
+from models.bioimageio.wire import decode_array
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RESULT_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP reply: status and body."""
+
+    status: int
+    data: bytes
+
+
+class UploadExpiredError(BackendError):
+    """The service no longer has the uploaded input."""
+
+
+class RemoteBackend:
+    """A client of the model-runner HTTP API that serves as an adapter backend."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        weights_format: str | None = None,
+        poll_interval_s: float = 0.5,
+        infer_timeout_s: float = 600.0,
+        backoff_s: float = 0.5,
+    ) -> None:
+        """Call the service at ``base_url`` (e.g. ``https://host/bioimage-io/services/
+        model-runner``), with ``token`` as a bearer token when given."""
+        self.base_url = base_url.rstrip("/")
+        self.weights_format = weights_format
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = urllib3.Timeout(connect=min(timeout_s, 10.0), read=timeout_s)
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._poll_interval_s = poll_interval_s
+        self._infer_timeout_s = infer_timeout_s
+        self._http = urllib3.PoolManager(maxsize=8, retries=False)
+        self._rdfs: dict[str, dict[str, Any]] = {}
+        self._rdf_lock = threading.Lock()
+
+    # -- Backend -------------------------------------------------------------------------
+
+    def metadata(self, model_id: str) -> dict[str, Any]:
+        """The model's id and name, the weights format asked for and the service."""
+        rdf = self.rdf(model_id)
+        return {
+            "modelId": model_id,
+            "modelName": str(rdf.get("name", model_id)),
+            "weightsFormat": self.weights_format or "default",
+            "runner": self.base_url,
+        }
+
+    def predict(self, model_id: str, tile: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Run the model on a ``(bands, rows, cols)`` tile; ``(channels, rows, cols)`` out.
+
+        Raises:
+            UnknownModelError: If the service has no such model.
+            BackendError: If the service fails or answers something unusable.
+        """
+        rdf = self.rdf(model_id)
+        inputs, outputs = _tensor_axes(rdf, "inputs"), _tensor_axes(rdf, "outputs")
+        rows, cols = (int(n) for n in tile.shape[1:])
+        try:
+            array = to_model_layout(tile, inputs)
+        except AxisError as err:
+            raise BackendError(f"model {model_id}: {err}") from err
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        try:
+            result = self._infer(model_id, buffer.getvalue())
+        except UploadExpiredError:
+            log.warning("upload for %s expired before inference; uploading again", model_id)
+            result = self._infer(model_id, buffer.getvalue())
+        output = self._output(model_id, result)
+        try:
+            planes = from_model_layout(output, outputs)
+        except AxisError as err:
+            raise BackendError(f"model {model_id} output {output.shape}: {err}") from err
+        return np.ascontiguousarray(planes[:, :rows, :cols])
+
+    # -- the service's methods -----------------------------------------------------------
+
+    def rdf(self, model_id: str) -> dict[str, Any]:
+        """The model's RDF (fetched once)."""
+        with self._rdf_lock:
+            rdf = self._rdfs.get(model_id)
+        if rdf is None:
+            rdf = self.call("GET", "get_model_rdf", {"model_id": model_id}, model_id=model_id)
+            if not isinstance(rdf, dict):
+                raise BackendError(f"get_model_rdf for {model_id} answered {type(rdf).__name__}")
+            with self._rdf_lock:
+                self._rdfs[model_id] = rdf
+        return rdf
+
+    def call(
+        self,
+        http_method: str,
+        name: str,
+        params: Mapping[str, Any],
+        model_id: str | None = None,
+    ) -> Any:
+        """Call one API method (GET with query parameters, POST with a JSON body).
+
+        Raises:
+            UnknownModelError: On 404 for a call about ``model_id``.
+            UploadExpiredError: On 410.
+            BackendError: On any other failure, after the retries.
+        """
+        url = f"{self.base_url}/{name}"
+        if http_method == "GET":
+            query = {k: _query_value(v) for k, v in params.items() if v is not None}
+            response = self._request("GET", url, name, fields=query)
+        else:
+            body = json.dumps(dict(params)).encode()
+            headers = {"Content-Type": "application/json"}
+            response = self._request("POST", url, name, body=body, headers=headers)
+        detail = _detail(response.data)
+        if response.status == 404 and model_id is not None:  # noqa: PLR2004
+            raise UnknownModelError(f"{self.base_url}: {detail}")
+        if response.status == 410:  # noqa: PLR2004
+            raise UploadExpiredError(f"{name}: {detail}")
+        if response.status in {401, 403}:
+            raise BackendError(f"{name}: the model runner refused the credentials: {detail}")
+        if response.status != 200:  # noqa: PLR2004
+            raise BackendError(f"{name} failed: HTTP {response.status}: {detail}")
+        try:
+            return json.loads(response.data)
+        except ValueError as err:
+            raise BackendError(f"{name} answered something that is not JSON: {err}") from err
+
+    def _request(self, method: str, url: str, what: str, auth: bool = True, **kwargs: Any) -> Reply:
+        """One request with retries; the last reply (any status).
+
+        ``auth`` adds the bearer token: never to presigned URLs, which carry their own
+        signature and may point at another host.
+
+        Raises:
+            BackendError: When the service cannot be reached after the retries.
+        """
+        headers = {**(self._headers if auth else {}), **kwargs.pop("headers", {})}
+        for attempt in range(self._retries + 1):
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=self._timeout,
+                    redirect=False,
+                    preload_content=False,
+                    **kwargs,
+                )
+                try:
+                    data = response.read(MAX_RESULT_BYTES + 1)
+                finally:
+                    response.release_conn()
+                if len(data) > MAX_RESULT_BYTES:
+                    raise BackendError(f"{what}: the reply is larger than {MAX_RESULT_BYTES} bytes")
+                if response.status not in RETRY_STATUSES or attempt == self._retries:
+                    return Reply(response.status, data)
+                failure = f"HTTP {response.status}: {_detail(data)}"
+            except HTTPError as err:
+                if attempt == self._retries:
+                    raise BackendError(
+                        f"{what}: cannot reach {url.split('?', maxsplit=1)[0]}: {err}"
+                    ) from err
+                failure = str(err)
+            delay = random.uniform(0, self._backoff_s * 2**attempt)
+            log.info("%s: %s; retrying in %.2f s", what, failure, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _infer(self, model_id: str, data: bytes) -> dict[str, Any]:
+        """Upload ``data`` and run the model on it; the ``infer`` result."""
+        upload = self.call("GET", "get_upload_url", {"file_type": ".npy"})
+        if not isinstance(upload, dict) or not {"upload_url", "file_path"} <= upload.keys():
+            raise BackendError(f"get_upload_url answered {upload!r:.200}")
+        put = self._request("PUT", str(upload["upload_url"]), "upload", auth=False, body=data)
+        if put.status != 200:  # noqa: PLR2004
+            raise BackendError(f"upload failed: HTTP {put.status}: {_detail(put.data)}")
+        params = {
+            "model_id": model_id,
+            "inputs": upload["file_path"],
+            "return_download_url": True,
+            "weights_format": self.weights_format,
+        }
+        reply = self.call(
+            "POST",
+            "infer",
+            {k: v for k, v in params.items() if v is not None},
+            model_id=model_id,
+        )
+        if isinstance(reply, str):
+            reply = self._wait(model_id, reply)
+        if not isinstance(reply, dict):
+            raise BackendError(f"infer for {model_id} answered {reply!r:.200}")
+        if "error" in reply:
+            message = str(reply["error"])
+            if "expired" in message:
+                raise UploadExpiredError(f"infer for {model_id}: {message}")
+            raise BackendError(f"infer for {model_id} failed: {message}")
+        return reply
+
+    def _wait(self, model_id: str, request_id: str) -> Any:
+        """Poll ``get_infer_status`` until the request has its result."""
+        deadline = time.monotonic() + self._infer_timeout_s
+        while True:
+            status = self.call("GET", "get_infer_status", {"request_id": request_id})
+            if not isinstance(status, dict):
+                raise BackendError(f"get_infer_status answered {status!r:.200}")
+            if status.get("result") is not None:
+                return status["result"]
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"infer for {model_id}: no result after {self._infer_timeout_s:.0f} s"
+                    f" (request {request_id}, queue position {status.get('queue_position')})"
+                )
+            time.sleep(self._poll_interval_s)
+
+    def _output(self, model_id: str, result: Mapping[str, Any]) -> npt.NDArray[Any]:
+        """The first output array of an ``infer`` result (a URL or an inline array)."""
+        if not result:
+            raise BackendError(f"infer for {model_id} answered no outputs")
+        value = next(iter(result.values()))
+        if isinstance(value, Mapping):
+            try:
+                return decode_array(value)
+            except (ValueError, KeyError, TypeError) as err:
+                raise BackendError(
+                    f"infer for {model_id}: unreadable inline output: {err}"
+                ) from err
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise BackendError(f"infer for {model_id}: output is {value!r:.200}, not a URL")
+        download = self._request("GET", value, "download", auth=False)
+        if download.status != 200:  # noqa: PLR2004
+            raise BackendError(
+                f"downloading the output of {model_id} failed: HTTP {download.status}:"
+                f" {_detail(download.data)}"
+            )
+        try:
+            array: npt.NDArray[Any] = np.load(io.BytesIO(download.data), allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise BackendError(f"the output of {model_id} is not a .npy file: {err}") from err
+        return array
+
+
+def _tensor_axes(rdf: Mapping[str, Any], which: str) -> list[Axis]:
+    tensors = rdf.get(which)
+    if not isinstance(tensors, list) or len(tensors) != 1:
+        raise BackendError(f"only models with one input and one output are supported ({which})")
+    try:
+        return axes_from_rdf(tensors[0])
+    except AxisError as err:
+        raise BackendError(f"model {which}: {err}") from err
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _detail(data: bytes) -> str:
+    """The message of an error reply (``detail`` or ``message``), or its first bytes."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return data[:300].decode("utf-8", "replace")
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("message") or body)[:1000]
+    return str(body)[:1000]
