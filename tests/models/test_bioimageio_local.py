@@ -1,13 +1,24 @@
 """The local backend runs a real bioimage.io package (ONNX weights) with bioimageio.core."""
 
+import io
+import json
+import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.bioimageio.adapter import BackendError, Invocation, UnknownModelError, run
+from models.bioimageio.adapter import (
+    AdapterServer,
+    BackendError,
+    Invocation,
+    UnknownModelError,
+    run,
+)
 from models.bioimageio.local import LocalBackend
 from tests.models.bioimageio_sample import write_sample_package
+from tiling.encode import encode_tile
 
 # bioimageio.spec leaves the package's files open when it loads one (a ResourceWarning raised
 # at garbage collection); that is its leak, once per model load, not this code's.
@@ -59,3 +70,73 @@ def test_errors_are_named(backend: LocalBackend, tmp_path: Path) -> None:
     broken = LocalBackend({"broken": str(tmp_path / "missing" / "rdf.yaml")})
     with pytest.raises(BackendError, match="cannot load model package"):
         broken.predict("broken", np.zeros((1, 16, 16), np.uint8))
+
+
+def test_tiled_prediction_equals_whole_image(backend: LocalBackend) -> None:
+    pixels = np.random.default_rng(3).integers(0, 255, (1, 200, 150)).astype(np.uint8)
+    whole = backend.predict("bright", pixels, blocksize=64)  # one block
+    tiled = backend.predict("bright", pixels, blocksize=1)  # blocks of 32 px
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def disc_tile() -> tuple[np.ndarray, list[list[int]]]:
+    """A 3-band 256 x 256 tile with 6 bright discs, and each disc's pixel box."""
+    yy, xx = np.mgrid[:256, :256]
+    pixels = np.full((3, 256, 256), 25, dtype=np.uint8)
+    boxes = []
+    for cy, cx, r in [(30, 40, 12), (60, 200, 20), (128, 128, 9), (200, 50, 15), (230, 220, 10)]:
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        pixels[:, disc] = 235
+        ys, xs = np.nonzero(disc)
+        boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1])
+    pixels[:, 100:104, 10:40] = 240  # a bar, not a disc: still one object
+    boxes.append([10, 100, 40, 104])
+    return pixels, sorted(boxes)
+
+
+PAIRS = [
+    ("NITF", "NONE"),
+    ("NITF", "JPEG"),
+    ("NITF", "J2K"),
+    ("GTIFF", "NONE"),
+    ("GTIFF", "JPEG"),
+    ("GTIFF", "LZW"),
+    ("PNG", "NONE"),
+    ("JPEG", "NONE"),
+    ("JPEG", "JPEG"),
+    ("npy", "NONE"),
+]
+
+
+@pytest.mark.parametrize(("tile_format", "compression"), PAIRS)
+def test_the_adapter_finds_the_discs_in_every_tile_format(
+    backend: LocalBackend, tile_format: str, compression: str
+) -> None:
+    pixels, truth = disc_tile()
+    if tile_format == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, pixels)
+        body = buffer.getvalue()
+    else:
+        body = encode_tile(pixels, tile_format, compression)
+    server = AdapterServer(("127.0.0.1", 0), backend, "bright")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_address[1]}/invocations",
+            data=body,
+            headers={"X-Amzn-SageMaker-Custom-Attributes": "min_area=20"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            features = json.loads(reply.read())["features"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    found = sorted(f["properties"]["imageBBox"] for f in features)
+    assert len(found) == len(truth)
+    for box, expected_box in zip(found, truth, strict=True):
+        assert max(abs(a - b) for a, b in zip(box, expected_box, strict=True)) <= 1, (
+            box,
+            expected_box,
+        )
