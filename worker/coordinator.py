@@ -34,7 +34,7 @@ from worker.metrics import (
     set_log_context,
 )
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress
-from worker.queue import MessageSender
+from worker.queue import DeadLetters, MessageSender
 from worker.regions import Region
 from worker.settings import Settings
 from worker.staging import FailedTile, StagedRegion, Staging
@@ -92,8 +92,14 @@ class Coordinator:
         region_queue: MessageSender,
         reporting: Reporting,
         worker_id: str,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
-        """Wire the coordinator to its ports; ``worker_id`` names this worker's leases."""
+        """Wire the coordinator to its ports; ``worker_id`` names this worker's leases.
+
+        An image that ends FAILED when it is finalised (every tile failed, or the outputs could
+        not be written) has its request put in ``dead_letters``, the image DLQ, by the worker
+        that finalises it: its message was settled long before.
+        """
         self._settings = settings
         self._pipeline = pipeline
         self._jobs = jobs
@@ -103,6 +109,7 @@ class Coordinator:
         self._region_status = reporting.region_status
         self._metrics = reporting.metrics
         self._worker_id = worker_id
+        self._dead_letters = dead_letters
         self._locks: dict[str, _ImageLock] = {}
 
     # ---- images -------------------------------------------------------------------------
@@ -408,6 +415,10 @@ class Coordinator:
                 if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
                     log.warning("job %s image %s: finalised elsewhere", request.job_id, url)
                     return
+                if outcome.status is Status.FAILED and self._dead_letters is not None:
+                    await self._dead_letters.dead_letter_body(
+                        request.original_body, describe_outcome(url, outcome)
+                    )
                 record = await self._get(request, index)
             await self._publish_locked(request, index, record)
             await self._staging.delete(

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -165,6 +166,12 @@ class ImageRequest(WireModel):
     region_of_interest: str | None = None
     feature_properties: list[dict[str, Any]] = []
     post_processing: list[PostProcessingStep] = [PostProcessingStep()]
+    _body: str = PrivateAttr(default="")
+
+    @property
+    def original_body(self) -> str:
+        """The message body this request was parsed from (its JSON when built in code)."""
+        return self._body or self.model_dump_json(by_alias=True)
 
     @field_validator("image_processor_parameters")
     @classmethod
@@ -333,6 +340,7 @@ def parse_image_request(body: str | bytes, limits: RequestLimits | None = None) 
             f"invalid ImageRequest: {describe_validation_error(err)}"
         ) from err
     check_limits(request, limits)
+    request._body = body if isinstance(body, str) else body.decode("utf-8", "replace")
     return request
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -55,6 +55,14 @@ class MessageQueue(Protocol):
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Move a message to the dead-letter queue with the reason, then delete it."""
+        ...
+
+
+class DeadLetters(Protocol):
+    """Puts message bodies in a dead-letter queue."""
+
+    async def dead_letter_body(self, body: str, reason: str, source_id: str = "") -> None:
+        """Put ``body`` in the DLQ with the reason as an attribute."""
         ...
 
 
@@ -119,13 +127,19 @@ class SqsQueue:
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Copy the raw body to the DLQ with the reason as an attribute, then delete it."""
+        await self.dead_letter_body(message.body, reason, message.message_id)
+        await self.delete(message)
+
+    async def dead_letter_body(self, body: str, reason: str, source_id: str = "") -> None:
+        """Put ``body`` in the DLQ with the reason as an attribute."""
+        attributes: dict[str, Any] = {
+            "reason": {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]}
+        }
+        if source_id:
+            attributes["source_message_id"] = {"DataType": "String", "StringValue": source_id}
         await self._client.send_message(
             QueueUrl=self.dlq_url,
-            MessageBody=message.body or "(empty message body)",
-            MessageAttributes={
-                "reason": {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]},
-                "source_message_id": {"DataType": "String", "StringValue": message.message_id},
-            },
+            MessageBody=body or "(empty message body)",
+            MessageAttributes=attributes,
         )
-        await self.delete(message)
-        log.warning("message %s dead-lettered: %s", message.message_id, reason[:200])
+        log.warning("message %s dead-lettered: %s", source_id or "(new)", reason[:200])

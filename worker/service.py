@@ -209,6 +209,7 @@ async def serve(settings: Settings) -> None:
                 metrics,
             ),
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            dead_letters=image_queue,
         )
         await Worker(
             settings, image_queue, region_queue, coordinator, status, stop, metrics, capacity

@@ -329,6 +329,15 @@ def test_every_tile_failing_fails_the_image(
     statuses = run_job(fleet_stack, request)
     assert terminal(statuses) == ["FAILED"]
     assert "all 9 tiles failed" in statuses[-1].message
+    # Its message was settled when it started: the finaliser puts the request in the DLQ.
+    letters = [
+        (body, reason)
+        for body, reason in fleet_stack.dead_letters(wait_for=request["jobId"])
+        if request["jobId"] in body
+    ]
+    assert len(letters) == 1
+    assert json.loads(letters[0][0]) == request
+    assert "all 9 tiles failed" in letters[0][1]
 
 
 def test_sigterm_releases_the_region_in_hand(

@@ -241,3 +241,11 @@ def test_message_size_limit() -> None:
     ):
         parse_image_request(body)
     assert parse_image_request(body, RequestLimits(max_message_bytes=1_000_000)).job_name
+
+
+def test_the_original_body_is_kept() -> None:
+    body = json.dumps(minimal(extraKey=1), indent=3)
+    assert parse_image_request(body).original_body == body
+    assert parse_image_request(body.encode()).original_body == body
+    built = parse(minimal()).model_copy()
+    assert json.loads(built.original_body)["jobId"] == "job-1"
