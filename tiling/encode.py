@@ -6,7 +6,8 @@ Pure with respect to the outside world: bytes in, bytes out, through GDAL's in-m
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from affine import Affine
 from rasterio._err import CPLE_BaseError  # GDAL errors raised by rasterio.shutil.copy
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.io import MemoryFile
+from rasterio.io import BufferedDatasetWriter, MemoryFile
 
 from tiling.errors import TileDecodeError, UnsupportedEncodingError
 from tiling.gdalenv import ensure_thread_env
@@ -35,10 +36,16 @@ CONTENT_TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class TileGeoref:
-    """Georeferencing written into formats that carry it (GTIFF; NITF for WGS84 or UTM)."""
+    """Georeferencing written into formats that carry it (GTIFF; NITF for WGS84 or UTM).
 
-    transform: Affine
+    ``nitf_options`` are NITF creation options carrying the source's metadata updated for the
+    tile (for a SICD: the chip's image subheader fields and SICD XML); other formats ignore
+    them.
+    """
+
+    transform: Affine | None
     crs: CRS | None
+    nitf_options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +123,8 @@ def encode_tile(
         tile_format: NITF, GTIFF, PNG or JPEG.
         compression: NONE, JPEG, J2K or LZW.
         georef: Georeferencing, written into GTIFF tiles, and into NITF tiles (ICORDS and
-            IGEOLO of the tile's corners) when the CRS is WGS84 geographic or UTM.
+            IGEOLO of the tile's corners) when the CRS is WGS84 geographic or UTM; its NITF
+            options into NITF tiles.
 
     Returns:
         The encoded file.
@@ -137,9 +145,15 @@ def encode_tile(
         "width": pixels.shape[2],
         "dtype": pixels.dtype.name,
     }
-    georeferenced = georef is not None and _carries(recipe.driver, georef.crs)
+    georeferenced = (
+        georef is not None and georef.transform is not None and _carries(recipe.driver, georef.crs)
+    )
     if georef is not None and georeferenced:
         profile.update(transform=georef.transform, crs=georef.crs)
+    if georef is not None and georef.nitf_options and recipe.driver == "NITF":
+        recipe = _Recipe(
+            recipe.driver, {**recipe.options, **georef.nitf_options}, recipe.create_copy
+        )
     ensure_thread_env()
     try:
         with warnings.catch_warnings():
@@ -174,11 +188,29 @@ def _encode_direct(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str,
 
 def _encode_by_copy(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str, Any]) -> bytes:
     # PNG, JPEG and compressed NITF have no direct Create: copy from an in-memory source.
+    if any("<" in str(value) for value in recipe.options.values()):
+        return _encode_buffered(pixels, recipe, profile)
     with MemoryFile() as source, MemoryFile() as target:
         with source.open(driver="GTiff", **profile) as src:
             src.write(pixels)
         with rasterio.open(source.name) as src:
             rasterio.shutil.copy(src, target.name, driver=recipe.driver, **recipe.options)
+        return bytes(target.read())
+
+
+def _encode_buffered(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str, Any]) -> bytes:
+    """CreateCopy through rasterio's buffered writer, for options carrying XML (a SICD DES).
+
+    rasterio.shutil.copy upper-cases option values, which breaks XML; the buffered writer
+    passes them as they are. It takes rasterio's internal path type, so it is used only here.
+    """
+    from rasterio._path import _UnparsedPath  # noqa: PLC0415
+
+    with MemoryFile() as target:
+        options = {**profile, **recipe.options}
+        path = _UnparsedPath(target.name)
+        with BufferedDatasetWriter(path, "w+", driver=recipe.driver, **options) as dst:
+            dst.write(pixels)
         return bytes(target.read())
 
 

@@ -2,12 +2,18 @@
 
 GDAL reads its S3 endpoint and credentials from the process environment
 (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING`` for an emulator).
+
+A SICD NITF (complex SAR) is recognised by the SICD XML in its data extension segments. GDAL
+reads its pixels as two bands (I and Q, or amplitude and phase), which tiles keep. A SICD too
+large for one NITF image segment is stored in several, one below the other; GDAL opens only
+the first, so they are stacked back together here (a VRT).
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +28,15 @@ from rasterio.io import DatasetReader
 from rasterio.rpc import RPC
 from rasterio.windows import Window as RioWindow
 
+from tiling.encode import TileGeoref
 from tiling.errors import ImageOpenError
 from tiling.gdalenv import ensure_thread_env
 from tiling.grid import Window
+from tiling.nitf_des import SICD_DES_NAMES, XmlDes, find_xml_des
 from tiling.sensor import SensorModel, sensor_model_for
+
+# GDAL data type names of the pixel types SICD stores (VRT band types).
+_GDAL_TYPES = {"uint8": "Byte", "int16": "Int16", "float32": "Float32"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +54,12 @@ class ImageInfo:
     tags: dict[str, str] = field(default_factory=dict)
     rpcs: RPC | None = None
     gcps: tuple[tuple[GroundControlPoint, ...], CRS | None] | None = None
+    sicd: XmlDes | None = None  # the SICD XML DES of a SICD NITF
 
     def sensor_model(self, dem: str | None = None) -> SensorModel | None:
-        """The best sensor model the image has (affine, RPC, GCP), None without any."""
-        return sensor_model_for(self.transform, self.crs, self.rpcs, self.gcps, dem)
+        """The best sensor model the image has (SICD, affine, RPC, GCP), None without any."""
+        sicd_xml = self.sicd.xml if self.sicd is not None else None
+        return sensor_model_for(self.transform, self.crs, self.rpcs, self.gcps, dem, sicd_xml)
 
     @property
     def bounds(self) -> Window:
@@ -59,29 +72,102 @@ class ImageInfo:
             return None
         return self.transform @ Affine.translation(window.col_off, window.row_off)
 
+    def tile_georef(self, window: Window) -> TileGeoref | None:
+        """What a tile of ``window`` carries of the image's georeferencing, None for nothing.
 
-def _open(url: str) -> DatasetReader:
+        Its affine transform; for a SICD, the NITF fields and SICD XML of the chip.
+
+        Raises:
+            ImageOpenError: If the SICD metadata cannot be projected.
+        """
+        if self.sicd is not None:
+            from tiling.sicd import chip_nitf_options  # noqa: PLC0415 - sarpy: see sensor.py
+
+            return TileGeoref(None, None, chip_nitf_options(self.sicd, window))
+        transform = self.tile_transform(window)
+        return TileGeoref(transform, self.crs) if transform is not None else None
+
+
+def _open_path(url: str, path: str | None = None) -> DatasetReader:
     ensure_thread_env()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(url)
+            return rasterio.open(path or url)
     except RasterioError as err:
         raise ImageOpenError(f"cannot open image {url}: {err}") from err
+
+
+def _sicd_des(src: DatasetReader) -> XmlDes | None:
+    if src.driver != "NITF":
+        return None
+    listing = src.tags(ns="xml:DES").get("xml:DES")
+    return find_xml_des(listing, SICD_DES_NAMES, "SICD") if listing else None
+
+
+def _segments_vrt(url: str, src: DatasetReader) -> str:
+    """A VRT stacking the image segments of a SICD NITF, top to bottom.
+
+    Raises:
+        ImageOpenError: If the segments cannot form one image.
+    """
+    vrt = ET.Element("VRTDataset")
+    bands = [ET.SubElement(vrt, "VRTRasterBand", band=str(b + 1)) for b in range(src.count)]
+    row = 0
+    for name in src.subdatasets:
+        with _open_path(url, name) as segment:
+            if (segment.width, segment.count, segment.dtypes) != (src.width, src.count, src.dtypes):
+                raise ImageOpenError(
+                    f"cannot open image {url}: its SICD image segments differ in width, band "
+                    "count or pixel type"
+                )
+            for index, band in enumerate(bands):
+                source = ET.SubElement(band, "SimpleSource")
+                ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = name
+                ET.SubElement(source, "SourceBand").text = str(index + 1)
+                size = {"xSize": str(segment.width), "ySize": str(segment.height)}
+                ET.SubElement(source, "SrcRect", {"xOff": "0", "yOff": "0", **size})
+                ET.SubElement(source, "DstRect", {"xOff": "0", "yOff": str(row), **size})
+            row += segment.height
+    gdal_type = _GDAL_TYPES.get(src.dtypes[0])
+    if gdal_type is None:
+        raise ImageOpenError(f"cannot open image {url}: SICD with {src.dtypes[0]} pixels")
+    for band in bands:
+        band.set("dataType", gdal_type)
+    vrt.set("rasterXSize", str(src.width))
+    vrt.set("rasterYSize", str(row))
+    return ET.tostring(vrt, encoding="unicode")
+
+
+def _open(url: str) -> DatasetReader:
+    """Open an image for its pixels: a SICD in several image segments as one (a VRT)."""
+    src = _open_path(url)
+    if len(src.subdatasets) < 2 or _sicd_des(src) is None:  # noqa: PLR2004 - one segment
+        return src
+    with src:
+        vrt = _segments_vrt(url, src)
+    return _open_path(url, vrt)
 
 
 def describe_image(url: str) -> ImageInfo:
     """Read the header of an image.
 
     Raises:
-        ImageOpenError: If the image does not exist or GDAL cannot read it.
+        ImageOpenError: If the image does not exist or GDAL cannot read it, or if it is a SICD
+            whose metadata cannot be projected or does not match its pixels.
     """
-    with _open(url) as src:
-        georeferenced = src.crs is not None and not src.transform.is_identity
-        return ImageInfo(
+    with _open_path(url) as src:
+        sicd = _sicd_des(src)
+        width, height = src.width, src.height
+        if sicd is not None and len(src.subdatasets) > 1:
+            with _open(url) as stacked:
+                width, height = stacked.width, stacked.height
+        # A SICD's georeferencing is its sensor model; GDAL's IGEOLO corners are coarser.
+        georeferenced = sicd is None and src.crs is not None and not src.transform.is_identity
+        info = ImageInfo(
             url=url,
-            width=src.width,
-            height=src.height,
+            width=width,
+            height=height,
             band_count=src.count,
             dtype=src.dtypes[0],
             driver=src.driver,
@@ -89,8 +175,14 @@ def describe_image(url: str) -> ImageInfo:
             crs=src.crs if georeferenced else None,
             tags={str(k): str(v) for k, v in src.tags().items()},
             rpcs=src.rpcs,
-            gcps=(tuple(src.gcps[0]), src.gcps[1]) if src.gcps[0] else None,
+            gcps=(tuple(src.gcps[0]), src.gcps[1]) if src.gcps[0] and sicd is None else None,
+            sicd=sicd,
         )
+    if sicd is not None:
+        from tiling.sicd import check_sicd  # noqa: PLC0415 - sarpy: see sensor.py
+
+        check_sicd(sicd.xml, url, (height, width))
+    return info
 
 
 class WindowReader:

@@ -1,8 +1,9 @@
 """Sensor models: image pixel coordinates to WGS84 longitude/latitude, vectorised.
 
-The best model an image has is used: its affine transform (any CRS), else its rational
-polynomial coefficients (RPC00B, with an optional DEM), else its ground control points. Every
-model maps whole arrays of coordinates at once (one GDAL call per tile, not per vertex).
+The best model an image has is used: a SICD's own sensor model (:mod:`tiling.sicd`), else its
+affine transform (any CRS), else its rational polynomial coefficients (RPC00B, with an optional
+DEM), else its ground control points. Every model maps whole arrays of coordinates at once (one
+call per tile, not per vertex).
 """
 
 from __future__ import annotations
@@ -152,8 +153,18 @@ def sensor_model_for(
     rpcs: RPC | None = None,
     gcps: tuple[Sequence[GroundControlPoint], CRS | None] | None = None,
     dem: str | None = None,
+    sicd_xml: str | None = None,
 ) -> SensorModel | None:
-    """The best sensor model for an image, or None when it has no georeferencing."""
+    """The best sensor model for an image, or None when it has no georeferencing.
+
+    Raises:
+        ImageOpenError: If ``sicd_xml`` is not a SICD that can be projected.
+    """
+    if sicd_xml is not None:
+        # sarpy takes ~0.7 s to import: only SICD images pay for it.
+        from tiling.sicd import SicdSensorModel  # noqa: PLC0415
+
+        return SicdSensorModel(sicd_xml, dem)
     if transform is not None and crs is not None:
         return AffineSensorModel(transform, crs)
     if rpcs is not None:

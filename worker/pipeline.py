@@ -28,7 +28,7 @@ from postprocessing.features import (
     suppress_duplicates,
 )
 from postprocessing.table import DetectionTable
-from tiling.encode import TileGeoref, content_type, encode_tile
+from tiling.encode import content_type, encode_tile
 from tiling.errors import ImageOpenError, TilingError
 from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
@@ -88,9 +88,7 @@ def encode_window(
     reader: WindowReader, info: ImageInfo, window: Window, tile_format: str, compression: str
 ) -> bytes:
     """Read one window and encode it as a tile (runs on the thread pool)."""
-    transform = info.tile_transform(window)
-    georef = TileGeoref(transform, info.crs) if transform is not None else None
-    return encode_tile(reader.read(window), tile_format, compression, georef)
+    return encode_tile(reader.read(window), tile_format, compression, info.tile_georef(window))
 
 
 def parse_tile_reply(body: bytes, window: Window, max_features: int) -> DetectionTable:
