@@ -35,6 +35,10 @@ class SensorModel(Protocol):
         """Return (lon, lat) arrays for pixel (col, row) arrays."""
         ...
 
+    def heights(self, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        """Heights (metres) of the ground points at ``lons/lats``."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Distillation:
@@ -124,15 +128,17 @@ def rows_in_region(table: DetectionTable, region: BaseGeometry) -> IntArray:
 def geolocate(
     geometries: npt.NDArray[np.object_], sensor_model: SensorModel | None
 ) -> npt.NDArray[np.object_]:
-    """World geometries (one vectorised call for all vertices); pixels without a model."""
+    """World geometries with (lon, lat, elevation) vertices, one vectorised call for all of
+    them; the pixel geometries themselves without a model."""
     if sensor_model is None or geometries.size == 0:
         return geometries
 
-    def to_world(xy: FloatArray) -> FloatArray:
-        lons, lats = sensor_model.image_to_world(xy[:, 0], xy[:, 1])
-        return np.column_stack((lons, lats))
+    def to_world(xyz: FloatArray) -> FloatArray:
+        lons, lats = sensor_model.image_to_world(xyz[:, 0], xyz[:, 1])
+        return np.column_stack((lons, lats, sensor_model.heights(lons, lats)))
 
-    moved: npt.NDArray[np.object_] = shapely.transform(geometries, to_world)
+    flat_to_3d = shapely.force_3d(geometries)
+    moved: npt.NDArray[np.object_] = shapely.transform(flat_to_3d, to_world, include_z=True)
     return moved
 
 

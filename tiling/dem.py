@@ -44,6 +44,15 @@ class DemHeights:
         with self.opened() as heights:
             return heights(lons, lats)
 
+    def heights_or(self, lons: FloatArray, lats: FloatArray, default: float) -> FloatArray:
+        """Heights at the points, ``default`` where the DEM has none.
+
+        Raises:
+            ImageOpenError: If the DEM cannot be read.
+        """
+        sampled = self(lons, lats)
+        return np.where(np.isnan(sampled), default, sampled)
+
     @contextmanager
     def opened(self) -> Iterator[Callable[[FloatArray, FloatArray], FloatArray]]:
         """The DEM opened once for several samplings (as :meth:`__call__` samples).

@@ -20,6 +20,8 @@ from rasterio.rpc import RPC
 from rasterio.transform import GCPTransformer, RPCTransformer
 from rasterio.warp import transform as warp_transform
 
+from tiling.dem import DemHeights
+
 WGS84 = CRS.from_epsg(4326)
 # GDAL's pixel -> ground RPC solution iterates until within this many pixels (default 0.1).
 RPC_PIXEL_ERROR = 1e-6
@@ -38,6 +40,19 @@ class SensorModel(Protocol):
         """Longitude/latitude degrees to pixel coordinates."""
         ...
 
+    def heights(self, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        """Heights (metres) of the ground points :meth:`image_to_world` gave at ``lons/lats``."""
+        ...
+
+
+def _dem_or(
+    dem: DemHeights | None, lons: FloatArray, lats: FloatArray, default: float
+) -> FloatArray:
+    """Heights from the DEM where it has them, else ``default``."""
+    if dem is None or lons.size == 0:
+        return np.full(lons.shape, default)
+    return dem.heights_or(lons, lats, default)
+
 
 def _floats(values: Any) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
@@ -50,11 +65,16 @@ def _identity(values: Any) -> Any:
 class AffineSensorModel:
     """Pixel -> world through the image's affine transform and CRS, reprojected to WGS84."""
 
-    def __init__(self, transform: Affine, crs: CRS) -> None:
-        """Build the model from a dataset's transform and CRS."""
+    def __init__(self, transform: Affine, crs: CRS, dem: str | None = None) -> None:
+        """Build the model from a dataset's transform and CRS; heights from ``dem`` (else 0)."""
         self.transform = transform
         self.crs = crs
         self._is_wgs84 = crs == WGS84
+        self._dem = DemHeights(dem) if dem else None
+
+    def heights(self, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        """The DEM's heights, 0 without one (an orthoimage says nothing of heights)."""
+        return _dem_or(self._dem, lons, lats, 0.0)
 
     def image_to_world(self, cols: FloatArray, rows: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Map pixel coordinates (x right, y down, origin top-left corner) to lon/lat degrees."""
@@ -91,8 +111,13 @@ class RpcSensorModel:
         # With a DEM, GDAL takes the input height as height above the DEM: 0 puts the points
         # on it. Without one, the input height is the height itself.
         self._height = 0.0 if dem else float(rpcs.height_off)
+        self._dem = DemHeights(dem) if dem else None
         if dem:
             self._options["RPC_DEM"] = dem
+
+    def heights(self, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        """The DEM's heights, else the RPC height offset (where the points were placed)."""
+        return _dem_or(self._dem, lons, lats, float(self.rpcs.height_off))
 
     def _heights(self, count: int) -> FloatArray:
         return np.full(count, self._height)
@@ -117,11 +142,20 @@ class RpcSensorModel:
 class GcpSensorModel:
     """Pixel <-> world through ground control points (a GDAL polynomial fitted to them)."""
 
-    def __init__(self, gcps: Sequence[GroundControlPoint], crs: CRS) -> None:
-        """Build the model from an image's GCPs and their CRS."""
+    def __init__(
+        self, gcps: Sequence[GroundControlPoint], crs: CRS, dem: str | None = None
+    ) -> None:
+        """Build the model from an image's GCPs and their CRS; heights from ``dem``."""
         self.gcps = list(gcps)
         self.crs = crs
         self._is_wgs84 = crs == WGS84
+        self._dem = DemHeights(dem) if dem else None
+        zs = [gcp.z for gcp in self.gcps if gcp.z is not None]
+        self._mean_height = float(np.mean(zs)) if zs else 0.0
+
+    def heights(self, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        """The DEM's heights, else the GCPs' mean height (0 when they have none)."""
+        return _dem_or(self._dem, lons, lats, self._mean_height)
 
     def image_to_world(self, cols: FloatArray, rows: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Pixel coordinates to lon/lat degrees."""
@@ -166,9 +200,9 @@ def sensor_model_for(
 
         return SicdSensorModel(sicd_xml, dem)
     if transform is not None and crs is not None:
-        return AffineSensorModel(transform, crs)
+        return AffineSensorModel(transform, crs, dem)
     if rpcs is not None:
         return RpcSensorModel(rpcs, dem)
     if gcps is not None and gcps[0] and gcps[1] is not None:
-        return GcpSensorModel(gcps[0], gcps[1])
+        return GcpSensorModel(gcps[0], gcps[1], dem)
     return None

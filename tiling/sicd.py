@@ -106,6 +106,12 @@ class SicdSensorModel:
         llh = _floats(ecf_to_geodetic(ecf))
         return llh[:, 1].copy(), llh[:, 0].copy()
 
+    def heights(self, lons: FloatArray, lats: FloatArray) -> FloatArray:
+        """The DEM's heights, else the SCP's height (where the projection put the points)."""
+        if self._dem is None or lons.size == 0:
+            return np.full(np.shape(lons), self.scp_hae)
+        return self._dem.heights_or(_floats(lons), _floats(lats), self.scp_hae)
+
     def world_to_image(self, lons: FloatArray, lats: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Lon/lat degrees to pixel coordinates (on the DEM, else at the SCP height)."""
         if lons.size == 0:

@@ -281,3 +281,4 @@ def test_rpc_image_is_geolocated_with_its_rpcs(stack: Stack, tmp_path: Path) -> 
         world = np.array(feature["geometry"]["coordinates"][0], dtype=float)
         assert np.abs(world[:, 0] - lons).max() < 1e-7
         assert np.abs(world[:, 1] - lats).max() < 1e-7
+        np.testing.assert_array_equal(world[:, 2], RPCS.height_off)  # where the RPC put them

@@ -38,6 +38,7 @@ def test_sicd_image_is_geolocated_with_its_sensor_model(stack: Stack, tmp_path: 
         world = np.array(feature["geometry"]["coordinates"][0], dtype=float)
         assert np.abs(world[:, 0] - lons).max() < 1e-7
         assert np.abs(world[:, 1] - lats).max() < 1e-7
+        np.testing.assert_allclose(world[:, 2], model.scp_hae)
 
 
 def test_sicd_region_of_interest(stack: Stack, tmp_path: Path) -> None:

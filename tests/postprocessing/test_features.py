@@ -62,6 +62,8 @@ def test_geolocation_matches_pyproj() -> None:
         got = np.asarray(feature["geometry"]["coordinates"][0])
         np.testing.assert_allclose(got[:, 0], lons, atol=1e-7)
         np.testing.assert_allclose(got[:, 1], lats, atol=1e-7)
+        assert got.shape[1] == 3
+        assert not got[:, 2].any()  # an orthoimage without a DEM: elevation 0
         assert feature["bbox"] == pytest.approx([min(lons), min(lats), max(lons), max(lats)])
         props = feature["properties"]
         assert props["imageBBox"] == list(detection.geometry.bounds)

@@ -21,7 +21,7 @@ from rasterio.rpc import RPC
 from rasterio.shutil import copy
 
 from tiling.image import describe_image
-from tiling.sensor import GcpSensorModel, RpcSensorModel
+from tiling.sensor import AffineSensorModel, GcpSensorModel, RpcSensorModel
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -136,8 +136,17 @@ def test_rpc_with_a_dem_puts_points_at_the_dem_height(tmp_path: Path) -> None:
     assert np.abs(back[:, 0] - GRID_COLS).max() < 1e-3
     assert np.abs(back[:, 1] - GRID_ROWS).max() < 1e-3
     # ... and not where the flat model puts them: the height matters here.
-    flat_lons, _ = RpcSensorModel(RPCS).image_to_world(GRID_COLS, GRID_ROWS)
+    flat_lons, flat_lats = RpcSensorModel(RPCS).image_to_world(GRID_COLS, GRID_ROWS)
     assert np.abs(flat_lons - lons).max() > 1e-5
+    # The elevation written out is the height each model placed the points at.
+    np.testing.assert_allclose(RpcSensorModel(RPCS, str(dem)).heights(lons, lats), 620.0)
+    np.testing.assert_array_equal(
+        RpcSensorModel(RPCS).heights(flat_lons, flat_lats), RPCS.height_off
+    )
+    outside = np.array([10.0]), np.array([10.0])  # off the DEM: the RPC height offset
+    assert RpcSensorModel(RPCS, str(dem)).heights(*outside)[0] == RPCS.height_off
+    assert AffineSensorModel(AFFINE, UTM, str(dem)).heights(lons, lats) == pytest.approx(620.0)
+    assert not AffineSensorModel(AFFINE, UTM).heights(lons, lats).any()
 
 
 UTM = CRS.from_epsg(32618)
@@ -153,10 +162,11 @@ def test_gcp_model_matches_pyproj() -> None:
     corners = [(0, 0), (2000, 0), (2000, 1500), (0, 1500), (1000, 700)]
     xs, ys = utm(np.array([c for c, _ in corners], float), np.array([r for _, r in corners], float))
     gcps = [
-        GroundControlPoint(row=r, col=c, x=float(x), y=float(y))
-        for (c, r), x, y in zip(corners, xs, ys, strict=True)
+        GroundControlPoint(row=r, col=c, x=float(x), y=float(y), z=100.0 + 10 * i)
+        for i, ((c, r), x, y) in enumerate(zip(corners, xs, ys, strict=True))
     ]
     model = GcpSensorModel(gcps, UTM)
+    assert model.heights(np.zeros(2), np.zeros(2)).tolist() == [120.0, 120.0]  # their mean
     cols, rows = np.array([10.0, 1234.5, 1999.0]), np.array([20.0, 777.25, 1499.0])
     lons, lats = model.image_to_world(cols, rows)
     xs, ys = utm(cols, rows)
