@@ -52,9 +52,10 @@ WEIGHTS_FORMATS: tuple[WeightsFormat, ...] = get_args(WeightsFormat)
 # does not validate (pydantic's errors are ValueErrors), a runtime that refuses the model.
 MODEL_ERRORS = (ValueError, OSError, RuntimeError, KeyError, TypeError)
 
-# Blocks of min + 16*step pixels per side for tiles larger than one block (bioimageio.core's
-# "blocksize parameter").
-BLOCKSIZE_PARAMETER = 16
+# Blocks of min + 64*step pixels per side for tiles larger than one block (bioimageio.core's
+# "blocksize parameter"): about 1000 px for common models, so the usual tiles (up to 1024 px)
+# go through the model in one call, which is 4 to 5 times faster than 4 blocks of 272 px.
+BLOCKSIZE_PARAMETER = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ def objects_to_features(
     """One feature per labelled object of at least ``min_area`` pixels (tile pixels).
 
     Args:
-        labels: 2D label image; 0 is background.
+        labels: 2D label image; 0 (and below) is background.
         class_iri: The class every object gets.
         probability: The map the labels came from; an object's score is its mean. Without
             it every score is 1.0.
@@ -53,20 +53,30 @@ def objects_to_features(
     """
     if labels.ndim != 2:  # noqa: PLR2004
         raise ValueError(f"expected a 2D label image, got shape {labels.shape}")
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    if ids.size == 0:
+    labels32: npt.NDArray[np.int32] = np.asarray(labels, dtype=np.int32)
+    foreground = labels32 > 0
+    values = labels32[foreground]
+    if values.size == 0:
         return []
-    areas = ndimage.sum_labels(np.ones(labels.shape), labels, ids)
-    ids = ids[areas >= min_area]
+    # One pass over the foreground pixels gives every object's area (and score sum).
+    areas = np.bincount(values)
+    kept = areas >= min_area
+    kept[0] = False
+    ids = np.flatnonzero(kept)
     if ids.size == 0:
         return []
     if probability is None:
         scores = np.ones(ids.size)
     else:
-        scores = np.asarray(ndimage.mean(probability, labels, ids), dtype=np.float64)
-    slices = ndimage.find_objects(labels.astype(np.int32), max_label=int(ids.max()))
-    outlines = _outlines(labels, ids) if mode == "polygon" else {}
+        sums = np.bincount(values, weights=probability[foreground], minlength=areas.size)
+        scores = sums[ids] / areas[ids]
+    slices = ndimage.find_objects(labels32, max_label=int(ids[-1]))
+    if mode == "polygon":
+        everything_kept = ids.size == np.count_nonzero(areas[1:])
+        mask = foreground if everything_kept else kept[labels32]
+        outlines = _outlines(labels32, mask)
+    else:
+        outlines = {}
     metadata = dict(model_metadata or {})
     features = []
     for label, score in zip(ids.tolist(), scores.tolist(), strict=True):
@@ -91,14 +101,11 @@ def _box(bbox: list[int]) -> dict[str, Any]:
 
 
 def _outlines(
-    labels: npt.NDArray[np.integer[Any]], ids: npt.NDArray[np.integer[Any]]
+    labels: npt.NDArray[np.int32], mask: npt.NDArray[np.bool_]
 ) -> dict[int, dict[str, Any]]:
-    """Each kept object's outline (with holes) as a GeoJSON Polygon in pixel coordinates."""
-    kept = np.isin(labels, ids)
+    """The outline (with holes) of each object under ``mask``, as GeoJSON Polygons in pixels."""
     outlines: dict[int, dict[str, Any]] = {}
-    for geometry, value in rasterio.features.shapes(
-        labels.astype(np.int32), mask=kept, connectivity=8
-    ):
+    for geometry, value in rasterio.features.shapes(labels, mask=mask, connectivity=8):
         label = int(value)
         # An 8-connected object is one shape; keep the largest if a label was split.
         if label not in outlines or _ring_area(geometry) > _ring_area(outlines[label]):
