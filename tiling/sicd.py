@@ -48,7 +48,8 @@ def sicd_structure(xml: str) -> Any:
     try:
         structure = SICDType.from_xml_string(xml)
         structure.derive()  # as sarpy's reader does: fills fields the file may leave out
-    except Exception as err:  # sarpy raises anything on malformed XML
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, ET.ParseError) as err:
+        # What sarpy's parser raises on malformed or incomplete XML.
         raise ImageOpenError(f"SICD metadata cannot be read: {err}") from err
     if not structure.can_project_coordinates():
         raise ImageOpenError("SICD metadata lacks what its sensor model needs (see the log)")

@@ -51,6 +51,15 @@ class UnknownModelError(LookupError):
     """The backend has no model of that id."""
 
 
+class ApiError(Exception):
+    """A request the API cannot serve: an HTTP status and a message for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class BackendError(RuntimeError):
     """The backend failed to run the model (the message says why)."""
 
@@ -170,7 +179,11 @@ class RunnerApi(Protocol):
     """The model-runner methods (``models.bioimageio.runner_api.ModelRunnerApi``)."""
 
     def call(self, method: str, values: Mapping[str, Any]) -> Any:
-        """Run ``method``; raises an error with ``status`` and ``message`` attributes."""
+        """Run ``method``.
+
+        Raises:
+            ApiError: With the HTTP status and the message for the caller.
+        """
         ...
 
 
@@ -208,11 +221,15 @@ class AdapterHandler(JsonHandler):
             return
         try:
             result = api.call(method, values)
-        except Exception as err:  # noqa: BLE001  (the API's errors carry a status; bugs are 500)
-            status = getattr(err, "status", 500)
-            if status >= 500:  # noqa: PLR2004
+        except ApiError as err:
+            if err.status >= 500:  # noqa: PLR2004
                 log.warning("model-runner %s failed: %s", method, err)
-            self._api_reply(status, getattr(err, "message", f"{type(err).__name__}: {err}"))
+            self._api_reply(err.status, err.message)
+            return
+        except (ValueError, OSError, RuntimeError, KeyError, TypeError) as err:
+            # What a model or bioimageio.core raises past the API's own checks.
+            log.exception("model-runner %s failed", method)
+            self._api_reply(500, f"{type(err).__name__}: {err}")
             return
         self._api_reply(200, result)
 

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.bioimageio.adapter import BackendError, UnknownModelError
+from models.bioimageio.adapter import ApiError, BackendError, UnknownModelError
 from models.bioimageio.axes import (
     AxisError,
     channel_count,
@@ -52,15 +52,6 @@ log = logging.getLogger(__name__)
 UPLOAD_TYPES = (".npy", ".png", ".tiff", ".tif", ".jpeg", ".jpg")
 UPLOAD_TTL_S = 3600.0
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
-
-
-class ApiError(Exception):
-    """A request the API cannot serve: an HTTP status and a message for the user."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class _Params(BaseModel):
