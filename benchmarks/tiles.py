@@ -219,10 +219,9 @@ def floor_encode(
         "dtype": pixels.dtype.name,
     }
     options = dict(recipe.options)
-    icords = nitf_icords(crs)
     if recipe.driver == "GTiff" and crs is not None:
         profile.update(crs=crs, transform=transform)
-    elif recipe.driver == "NITF" and icords is not None:
+    elif recipe.driver == "NITF" and (icords := nitf_icords(crs)) is not None:
         profile.update(crs=crs, transform=transform)
         if not recipe.copy:
             options["ICORDS"] = icords  # Create reserves IGEOLO only when told
