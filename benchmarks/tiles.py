@@ -68,24 +68,14 @@ from rasterio.windows import Window as RioWindow
 from tiling.grid import Window
 from tiling.image import WindowReader
 from worker.endpoints import ModelEndpoint
-from worker.messages import ImageRequest
+from worker.messages import VALID_PAIRS, ImageRequest
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress, encode_window
 from worker.regions import Region
 from worker.settings import Settings
 from worker.sinks import Sink
 
-# The valid pairs (README "Tile format and compression pairs"), in the README's order.
-PAIRS: tuple[tuple[str, str], ...] = (
-    ("NITF", "NONE"),
-    ("NITF", "JPEG"),
-    ("NITF", "J2K"),
-    ("GTIFF", "NONE"),
-    ("GTIFF", "JPEG"),
-    ("GTIFF", "LZW"),
-    ("PNG", "NONE"),
-    ("JPEG", "NONE"),
-    ("JPEG", "JPEG"),
-)
+# The valid pairs (README "Tile format and compression pairs").
+PAIRS = VALID_PAIRS
 LOSSLESS = frozenset({("NITF", "NONE"), ("GTIFF", "NONE"), ("GTIFF", "LZW"), ("PNG", "NONE")})
 TARGET = 0.9
 EMPTY_REPLY = b'{"type": "FeatureCollection", "features": []}'

@@ -100,6 +100,10 @@ VALID_ENCODINGS: dict[TileFormat, frozenset[TileCompression]] = {
     TileFormat.PNG: frozenset({TileCompression.NONE}),
     TileFormat.JPEG: frozenset({TileCompression.NONE, TileCompression.JPEG}),
 }
+# The same as ("FORMAT", "COMPRESSION") strings, in a stable order.
+VALID_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (fmt.value, comp.value) for fmt, comps in VALID_ENCODINGS.items() for comp in sorted(comps)
+)
 
 
 class ImageProcessor(WireModel):

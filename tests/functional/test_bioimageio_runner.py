@@ -209,6 +209,7 @@ def test_inputs_must_come_from_get_upload_url(api: str, s3: Any) -> None:
 
 def test_the_sample_package_validates_and_passes_the_test_suite(api: str) -> None:
     status, rdf = get(f"{api}/get_model_rdf", model_id="bright")
+    assert status == 200
     status, result = post(f"{api}/validate", {"rdf_dict": rdf})
     assert status == 200
     assert result["success"] is True, result["details"]

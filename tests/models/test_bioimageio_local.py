@@ -19,6 +19,7 @@ from models.bioimageio.adapter import (
 from models.bioimageio.local import LocalBackend
 from tests.models.bioimageio_sample import write_sample_package
 from tiling.encode import encode_tile
+from worker.messages import VALID_PAIRS
 
 # bioimageio.spec leaves the package's files open when it loads one (a ResourceWarning raised
 # at garbage collection); that is its leak, once per model load, not this code's.
@@ -94,18 +95,7 @@ def disc_tile() -> tuple[np.ndarray, list[list[int]]]:
     return pixels, sorted(boxes)
 
 
-PAIRS = [
-    ("NITF", "NONE"),
-    ("NITF", "JPEG"),
-    ("NITF", "J2K"),
-    ("GTIFF", "NONE"),
-    ("GTIFF", "JPEG"),
-    ("GTIFF", "LZW"),
-    ("PNG", "NONE"),
-    ("JPEG", "NONE"),
-    ("JPEG", "JPEG"),
-    ("npy", "NONE"),
-]
+PAIRS = [*VALID_PAIRS, ("npy", "NONE")]
 
 
 @pytest.mark.parametrize(("tile_format", "compression"), PAIRS)
