@@ -7,8 +7,8 @@ of the 512 / 128 grid three ways in the same process, interleaved run by run:
 tiler
     The worker's own code path: ``ImagePipeline.plan`` then ``ImagePipeline.run_region`` over
     the image's regions, on a ``ThreadPoolExecutor(encode_threads)`` built as the service builds
-    it. That runs the real encoder tasks, ``encode_window`` (``WindowReader.read`` with one GDAL
-    handle and one long-lived rasterio environment per thread, then ``encode_tile``) and the
+    it. That runs the real encoder tasks, ``encode_window`` (``WindowReader.read``: each encoder
+    reads a contiguous band of the tiles through its own GDAL handle; then ``encode_tile``) and the
     bounded queue to the endpoint callers. The endpoint is a stub that answers each tile at once
     with an empty FeatureCollection, so the figure also carries the pipeline's own per-tile
     overhead (queue, one ``parse_tile_reply`` of an empty reply on the same pool), which the

@@ -17,6 +17,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio._err import CPLE_BaseError  # GDAL errors raised by rasterio.shutil.copy
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import BufferedDatasetWriter, MemoryFile
 
@@ -77,6 +78,8 @@ _FORMAT_DTYPES: dict[str, frozenset[str]] = {
     "JPEG": frozenset({"uint8"}),
 }
 _JPEG_DTYPES = frozenset({"uint8"})
+_RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+_RGB_BANDS = {3: _RGB, 4: (*_RGB, ColorInterp.alpha)}  # 8-bit band counts read as colour
 _J2K_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32"})
 
 
@@ -190,11 +193,14 @@ def _encode_by_copy(pixels: npt.NDArray[Any], recipe: _Recipe, profile: dict[str
     # PNG, JPEG and compressed NITF have no direct Create: copy from an in-memory source.
     if any("<" in str(value) for value in recipe.options.values()):
         return _encode_buffered(pixels, recipe, profile)
-    with MemoryFile() as source, MemoryFile() as target:
-        with source.open(driver="GTiff", **profile) as src:
-            src.write(pixels)
-        with rasterio.open(source.name) as src:
-            rasterio.shutil.copy(src, target.name, driver=recipe.driver, **recipe.options)
+    # The source is a MEM dataset: no encode and re-read of an intermediate file, and the copy
+    # runs with the GIL released. Its colours are what a GTiff of the pixels would declare, so
+    # NITF IREP and the JPEG colour space follow the band count as before.
+    with rasterio.open("", "w", driver="MEM", **profile) as src, MemoryFile() as target:
+        if pixels.dtype == np.uint8 and pixels.shape[0] in _RGB_BANDS:
+            src.colorinterp = _RGB_BANDS[pixels.shape[0]]
+        src.write(pixels)
+        rasterio.shutil.copy(src, target.name, driver=recipe.driver, **recipe.options)
         return bytes(target.read())
 
 

@@ -186,14 +186,20 @@ def describe_image(url: str) -> ImageInfo:
 
 
 class WindowReader:
-    """Reads windows of one image from any thread (one GDAL handle per thread)."""
+    """Reads windows of one image through one GDAL handle, opened on first use.
+
+    A reader is used by one task at a time, from whichever thread runs it. Readers working on
+    the same image in parallel each keep their own handle, and with it their own decoded
+    blocks: giving each a contiguous run of tiles means a source block is decoded once, not
+    once per reader that touches it. ``close`` waits for a read in progress (a cancelled task's
+    thread may still be reading).
+    """
 
     def __init__(self, url: str) -> None:
-        """Prepare to read ``url``; handles are opened lazily, one per thread."""
+        """Prepare to read ``url``."""
         self._url = url
-        self._local = threading.local()
+        self._handle: DatasetReader | None = None
         self._lock = threading.Lock()
-        self._handles: list[DatasetReader] = []
 
     def read(self, window: Window) -> npt.NDArray[Any]:
         """Read a ``(bands, rows, cols)`` window.
@@ -201,26 +207,24 @@ class WindowReader:
         Raises:
             ImageOpenError: If GDAL fails to read the pixels.
         """
-        handle: DatasetReader | None = getattr(self._local, "handle", None)
-        if handle is None:
-            handle = _open(self._url)
-            self._local.handle = handle
-            with self._lock:
-                self._handles.append(handle)
+        ensure_thread_env()  # the handle may have been opened by another thread
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
         try:
-            return np.asarray(handle.read(window=rio_window))
+            with self._lock:
+                if self._handle is None:
+                    self._handle = _open(self._url)
+                return np.asarray(self._handle.read(window=rio_window))
         except RasterioError as err:
             # rasterio says "Read failed. See previous exception"; GDAL's reason is the cause.
             reason = err.__cause__ or err
             raise ImageOpenError(f"cannot read {window} of {self._url}: {reason}") from err
 
     def close(self) -> None:
-        """Close every handle opened by any thread."""
+        """Close the handle, if it was opened."""
         with self._lock:
-            for handle in self._handles:
-                handle.close()
-            self._handles.clear()
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
 
     def __enter__(self) -> WindowReader:
         return self

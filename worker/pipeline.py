@@ -216,8 +216,7 @@ class ImagePipeline:
     ) -> StagedRegion:
         """Send the region's tiles to the model; its detections (inside the region of
         interest) and failed tiles."""
-        with WindowReader(job.url) as reader:
-            tables = await self._run_tiles(job, list(region.tiles), reader, progress)
+        tables = await self._run_tiles(job, list(region.tiles), progress)
         table = await self._in_thread(DetectionTable.concat, tables)
         if job.plan.region is not None:
             table = table.take(await self._in_thread(rows_in_region, table, job.plan.region))
@@ -279,31 +278,31 @@ class ImagePipeline:
         )
 
     async def _run_tiles(
-        self,
-        job: ImageJob,
-        tiles: list[Window],
-        reader: WindowReader,
-        progress: TileProgress,
+        self, job: ImageJob, tiles: list[Window], progress: TileProgress
     ) -> list[DetectionTable]:
         """Encoders fill a bounded queue of tiles; callers send them to the endpoint.
 
         Reading and encoding run ahead of the endpoint calls, so a slow model is kept busy
-        with ``endpoint_concurrency`` tiles in flight; at most that many wait encoded.
+        with ``endpoint_concurrency`` tiles in flight; at most that many wait encoded. Each of
+        the ``encode_threads`` encoders reads its own contiguous band of the tiles through its
+        own GDAL handle, so the source blocks under overlapping tiles are decoded once.
         """
         plan, info = job.plan, job.info
         endpoint = await self._endpoints.for_request(job.request)
-        pending = iter(tiles)
+        lanes = max(1, min(self._settings.encode_threads, len(tiles)))
+        share = -(-len(tiles) // lanes)
         concurrency = max(1, min(self._settings.endpoint_concurrency, len(tiles)))
         ready: asyncio.Queue[tuple[Window, bytes] | None] = asyncio.Queue(concurrency)
         found: list[DetectionTable] = []
 
-        async def encoder() -> None:
-            for window in pending:  # shared iterator: each tile is taken by one encoder
-                payload = await self._encode(plan, info, reader, window, progress)
-                if payload is None:
-                    progress.done += 1  # failed before the endpoint: done here
-                else:
-                    await ready.put((window, payload))
+        async def encoder(band: list[Window]) -> None:
+            with WindowReader(job.url) as reader:
+                for window in band:
+                    payload = await self._encode(plan, info, reader, window, progress)
+                    if payload is None:
+                        progress.done += 1  # failed before the endpoint: done here
+                    else:
+                        await ready.put((window, payload))
 
         async def caller() -> None:
             while (item := await ready.get()) is not None:
@@ -313,8 +312,8 @@ class ImagePipeline:
         async with asyncio.TaskGroup() as group:
             callers = [group.create_task(caller()) for _ in range(concurrency)]
             async with asyncio.TaskGroup() as encoders:
-                for _ in range(self._settings.encode_threads):
-                    encoders.create_task(encoder())
+                for lane in range(lanes):
+                    encoders.create_task(encoder(tiles[lane * share : (lane + 1) * share]))
             for _ in callers:
                 await ready.put(None)
         return found
