@@ -1,25 +1,101 @@
-"""A tiny bioimage.io model package, written offline for the tests.
+"""Tiny bioimage.io model packages, written offline for the tests and benchmarks.
 
-The model (ONNX) computes ``sigmoid(x / 255 - 0.5)`` per pixel through the package's
-``scale_linear`` preprocessing: bright pixels (> 127.5) come out above 0.5. Its spatial axes
-take any ``16 + 16n`` size, like real segmentation networks.
+``sigmoid`` (the tests' model): ONNX computing ``sigmoid(x / 255 - 0.5)`` per pixel through
+the package's ``scale_linear`` preprocessing; bright pixels (> 127.5) come out above 0.5.
+
+``conv``: a small convolutional network (2.7 KB of weights) with the compute profile of a real
+segmentation network: 3x3 convolution to 8 channels, ReLU, 3x3 convolution 8 -> 8, ReLU, 1x1
+convolution to one channel, sigmoid. Its fixed weights threshold the local 5 x 5 brightness
+near 0.5, so it also segments bright objects; its output declares a halo of 2 pixels (the
+receptive field) for blockwise prediction.
+
+Both take spatial sizes ``16 + 16n``, like real segmentation networks. Their test outputs come
+from a numpy implementation of the same arithmetic, not from the ONNX graph.
 """
 
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import yaml
 from onnx import TensorProto, helper
+from scipy import ndimage
+
+Network = Literal["sigmoid", "conv"]
+
+CONV_CHANNELS = 8
+_CONV_THRESHOLDS = np.linspace(0.30, 0.65, CONV_CHANNELS, dtype=np.float32)
+_CONV_GAIN = 20.0
 
 
-def write_sample_package(directory: Path) -> Path:
-    """Write the package into ``directory``; returns its ``rdf.yaml``."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _sigmoid(values: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    return np.asarray(1 / (1 + np.exp(-values)), dtype=np.float32)
+
+
+def _conv_weights() -> dict[str, npt.NDArray[np.float32]]:
+    # Layer 1: channel c is relu(mean3x3(x) - t_c) for thresholds t_c around 0.5.
+    w1 = np.full((CONV_CHANNELS, 1, 3, 3), 1 / 9, dtype=np.float32)
+    b1 = -_CONV_THRESHOLDS
+    # Layer 2: each channel averages every layer-1 channel over 3 x 3.
+    w2 = np.full((CONV_CHANNELS, CONV_CHANNELS, 3, 3), 1 / (9 * CONV_CHANNELS), dtype=np.float32)
+    b2 = np.zeros(CONV_CHANNELS, dtype=np.float32)
+    # Layer 3: 0.5 where the layer-2 value is what a uniform brightness of 0.5 gives.
+    at_half = float(np.maximum(0.5 - _CONV_THRESHOLDS, 0).mean())
+    w3 = np.full((1, CONV_CHANNELS, 1, 1), _CONV_GAIN / CONV_CHANNELS, dtype=np.float32)
+    b3 = np.array([-_CONV_GAIN * at_half], dtype=np.float32)
+    return {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "w3": w3, "b3": b3}
+
+
+def conv_reference(scaled: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The ``conv`` network in numpy, for a ``(batch, 1, rows, cols)`` input in [0, 1]."""
+    weights = _conv_weights()
+
+    def conv(x: npt.NDArray[Any], w: npt.NDArray[Any], b: npt.NDArray[Any]) -> Any:
+        out = np.empty((x.shape[0], w.shape[0], *x.shape[2:]), dtype=np.float64)
+        for n in range(x.shape[0]):
+            for o in range(w.shape[0]):
+                out[n, o] = b[o] + sum(
+                    ndimage.correlate(x[n, i].astype(np.float64), w[o, i], mode="constant")
+                    for i in range(w.shape[1])
+                )
+        return out
+
+    hidden = np.maximum(conv(scaled, weights["w1"], weights["b1"]), 0)
+    hidden = np.maximum(conv(hidden, weights["w2"], weights["b2"]), 0)
+    return _sigmoid(conv(hidden, weights["w3"], weights["b3"]))
+
+
+def _conv_graph() -> onnx.GraphProto:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, None, None])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1, None, None])
+    weights = [
+        helper.make_tensor(name, TensorProto.FLOAT, list(value.shape), value.ravel().tolist())
+        for name, value in _conv_weights().items()
+    ]
+    same = [1, 1, 1, 1]  # zero padding: the output has the input's size
+    return helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=same),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=same),
+            helper.make_node("Relu", ["c2"], ["r2"]),
+            helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], kernel_shape=[1, 1]),
+            helper.make_node("Sigmoid", ["c3"], ["output"]),
+        ],
+        "conv",
+        [x],
+        [y],
+        weights,
+    )
+
+
+def _sigmoid_graph() -> onnx.GraphProto:
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, None, None])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1, None, None])
     half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
-    graph = helper.make_graph(
+    return helper.make_graph(
         [
             helper.make_node("Sub", ["input", "half"], ["shifted"]),
             helper.make_node("Sigmoid", ["shifted"], ["output"]),
@@ -29,18 +105,30 @@ def write_sample_package(directory: Path) -> Path:
         [y],
         [half],
     )
+
+
+def write_sample_package(directory: Path, network: Network = "sigmoid") -> Path:
+    """Write the package into ``directory``; returns its ``rdf.yaml``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    graph = _conv_graph() if network == "conv" else _sigmoid_graph()
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     model.ir_version = 8
     onnx.save(model, directory / "weights.onnx")
     sample = np.random.default_rng(0).integers(0, 255, (1, 1, 64, 64)).astype(np.float32)
     np.save(directory / "test_input.npy", sample)
-    np.save(directory / "test_output.npy", 1 / (1 + np.exp(-(sample / 255 - 0.5))))
-    (directory / "README.md").write_text("# Bright objects\nSigmoid of the scaled pixels.\n")
+    if network == "conv":
+        expected = conv_reference(sample / np.float32(255))
+        summary = "A 3-layer convolutional network thresholding the local brightness."
+    else:
+        expected = _sigmoid(sample / 255 - 0.5)
+        summary = "Sigmoid of the scaled pixels."
+    np.save(directory / "test_output.npy", expected)
+    (directory / "README.md").write_text(f"# Bright objects\n{summary}\n")
     space = [{"type": "space", "id": axis, "size": {"min": 16, "step": 16}} for axis in ("y", "x")]
     rdf = {
         "format_version": "0.5.4",
         "type": "model",
-        "name": "bright-objects",
+        "name": "bright-objects" if network == "sigmoid" else "bright-objects-conv",
         "description": "Probability that a pixel is bright",
         "authors": [{"name": "ModelRunner tests"}],
         "cite": [{"text": "ModelRunner test model", "url": "https://example.com/modelrunner"}],
@@ -73,6 +161,7 @@ def write_sample_package(directory: Path) -> Path:
                             "type": "space",
                             "id": axis,
                             "size": {"tensor_id": "input", "axis_id": axis},
+                            **({"halo": 2} if network == "conv" else {}),
                         }
                         for axis in ("y", "x")
                     ],

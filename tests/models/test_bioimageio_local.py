@@ -17,7 +17,7 @@ from models.bioimageio.adapter import (
     run,
 )
 from models.bioimageio.local import LocalBackend
-from tests.models.bioimageio_sample import write_sample_package
+from tests.models.bioimageio_sample import conv_reference, write_sample_package
 from tiling.encode import encode_tile
 from worker.messages import VALID_PAIRS
 
@@ -130,3 +130,36 @@ def test_the_adapter_finds_the_discs_in_every_tile_format(
             box,
             expected_box,
         )
+
+
+@pytest.fixture(scope="module")
+def conv_backend(tmp_path_factory: pytest.TempPathFactory) -> LocalBackend:
+    package = write_sample_package(tmp_path_factory.mktemp("conv"), "conv")
+    return LocalBackend({"conv": str(package)}, "onnx")
+
+
+def test_the_convolutional_package_gives_its_reference_output(conv_backend: LocalBackend) -> None:
+    pixels = np.random.default_rng(4).integers(0, 255, (1, 200, 150)).astype(np.uint8)
+    reference = conv_reference(pixels[np.newaxis].astype(np.float32) / np.float32(255))[0]
+    whole = conv_backend.predict("conv", pixels, blocksize=64)
+    # Within the halo of the edges bioimageio.core pads the input its own way, the reference
+    # with zeros (as the ONNX graph does); inside, the output is the network's.
+    np.testing.assert_allclose(whole[:, 2:-2, 2:-2], reference[:, 2:-2, 2:-2], atol=1e-5)
+    # Blocks of 32 px with the declared halo of 2 px: the same output.
+    tiled = conv_backend.predict("conv", pixels, blocksize=1)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_the_convolutional_package_finds_the_discs(conv_backend: LocalBackend) -> None:
+    pixels, truth = disc_tile()
+    reply = run(conv_backend, Invocation(model="conv", min_area=20), pixels)
+    boxes = sorted(f["properties"]["imageBBox"] for f in reply["features"])
+    assert len(boxes) == len(truth)
+    assert np.abs(np.array(boxes) - np.array(truth)).max() <= 1
+
+
+def test_the_convolutional_package_passes_the_bioimageio_test_suite(tmp_path: Path) -> None:
+    from bioimageio.core import test_model  # noqa: PLC0415  (heavy; only this test)
+
+    summary = test_model(write_sample_package(tmp_path, "conv"), weight_format="onnx")
+    assert summary.status == "passed", summary.format()
