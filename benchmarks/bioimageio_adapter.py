@@ -1,7 +1,9 @@
-"""bioimage.io adapter throughput: 512 x 512 tiles, the tiny ONNX model, the local backend.
+"""bioimage.io adapter throughput: 512 x 512 tiles, a tiny ONNX model, the local backend.
 
-Writes the tests' sample package (``tests.models.bioimageio_sample``: a per-pixel sigmoid in
-ONNX behind bioimageio.core's ``scale_linear``) to a temporary folder and makes 512 x 512 uint8
+Writes a sample package from ``tests.models.bioimageio_sample`` to a temporary folder: with
+``--network sigmoid`` (the default) the tests' per-pixel sigmoid in ONNX behind bioimageio.core's
+``scale_linear``, with ``--network conv`` the 3-layer convolutional network (3 KB of weights,
+the compute of a small segmentation network). It makes 512 x 512 uint8
 tiles with 5 to 20 bright discs on a dim, noisy background, encoded as the worker sends them
 (uncompressed NITF, PNG) and as ``.npy``. Then, per run and format:
 
@@ -27,6 +29,7 @@ set ``TQDM_DISABLE=`` (empty: tqdm reads any other value as true) to measure wit
 progress bars (written to log files).
 
     python -m benchmarks.bioimageio_adapter [--tiles 200] [--runs 3] [--geometry polygon|bbox]
+                                            [--network sigmoid|conv]
     python -m benchmarks.bioimageio_adapter --tiles 100 --runs 1 --formats NITF --profile
 """
 
@@ -376,13 +379,14 @@ def run_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise SystemExit(f"unknown format(s) {', '.join(unknown)}; choose from {FORMATS}")
-    package = write_sample_package(tmp / "package")
+    package = write_sample_package(tmp / "package", args.network)
     tiles = make_tiles(args.tiles)
     bodies = {name: [encode(tile, name) for tile in tiles] for name in formats}
     sizes = {name: statistics.median(len(b) / 1024 for b in bodies[name]) for name in formats}
     attributes = f"model={MODEL_ID},geometry={args.geometry}"
     print(
-        f"{args.tiles} tiles of {TILE} x {TILE} uint8, {args.geometry} geometry, {args.runs} runs,"
+        f"{args.tiles} tiles of {TILE} x {TILE} uint8, {args.network} network,"
+        f" {args.geometry} geometry, {args.runs} runs,"
         f" adapter as a {args.server}; TQDM_DISABLE={os.environ.get('TQDM_DISABLE', '')!r},"
         f" ORT_DISABLE_TELEMETRY={os.environ.get('ORT_DISABLE_TELEMETRY', '')!r};"
         f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
@@ -451,6 +455,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--geometry", choices=("polygon", "bbox"), default="polygon")
+    parser.add_argument("--network", choices=("sigmoid", "conv"), default="sigmoid")
     parser.add_argument("--formats", default="NITF,PNG,NPY", help=f"from {', '.join(FORMATS)}")
     parser.add_argument("--server", choices=("process", "thread"), default="process")
     parser.add_argument("--profile", action="store_true", help="cProfile one in-process pass")
