@@ -1,5 +1,6 @@
 """Image headers, window reads and the affine sensor model on the real sample NITF."""
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,17 @@ def test_window_reader_reads_windows() -> None:
 def test_missing_image(tmp_path: Path) -> None:
     with pytest.raises(ImageOpenError, match="cannot open image"):
         describe_image(str(tmp_path / "nothing.tif"))
+
+
+def test_a_reader_opened_on_one_thread_reads_on_another() -> None:
+    with ThreadPoolExecutor(1) as first, ThreadPoolExecutor(1) as second:
+        reader = WindowReader(str(SAMPLE_IMAGE))
+        a = first.submit(reader.read, Window(0, 0, 16, 16)).result()
+        b = second.submit(reader.read, Window(16, 0, 16, 16)).result()
+        reader.close()
+    with rasterio.open(SAMPLE_IMAGE) as src:
+        np.testing.assert_array_equal(a, src.read(window=((0, 16), (0, 16))))
+        np.testing.assert_array_equal(b, src.read(window=((0, 16), (16, 32))))
+    # Closed: the next read opens the image again.
+    np.testing.assert_array_equal(reader.read(Window(0, 0, 16, 16)), a)
+    reader.close()
