@@ -59,6 +59,10 @@ T = TypeVar("T")
 ENCODE_BATCH = 8
 ENCODE_BATCH_BYTES = 8 << 20
 
+# Model replies up to this size (a few features) are parsed on the event loop, in well under
+# a millisecond; larger ones on the thread pool.
+INLINE_REPLY_BYTES = 4096
+
 
 class EndpointFactory(Protocol):
     """Builds the endpoint a request targets."""
@@ -373,9 +377,10 @@ class ImagePipeline:
             body = await endpoint.invoke(payload, content_type(plan.tile_format))
             if (stats := tile_stats()) is not None:
                 stats.latencies_s.append(time.monotonic() - started)
-            return await self._in_thread(
-                parse_tile_reply, body, window, self._settings.max_reply_features
-            )
+            limit = self._settings.max_reply_features
+            if len(body) <= INLINE_REPLY_BYTES:  # cheaper here than a trip to the pool
+                return parse_tile_reply(body, window, limit)
+            return await self._in_thread(parse_tile_reply, body, window, limit)
         except (EndpointError, ModelOutputError) as err:
             self._tile_failed(window, err, progress)
             return DetectionTable()
