@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 import shapely
+from scipy import ndimage
 from shapely.geometry import shape
 
+from models.bioimageio import objects
 from models.bioimageio.objects import feature_collection, label_components, objects_to_features
 from postprocessing.detections import parse_model_output
 
@@ -75,3 +77,57 @@ def test_nothing_found_and_bad_shapes() -> None:
     assert objects_to_features(np.zeros((5, 5), np.int32), "urn:x") == []
     with pytest.raises(ValueError, match="2D"):
         label_components(np.zeros((2, 5, 5)), 0.5)
+
+
+def random_labels(seed: int, count: int, size: int = 64) -> np.ndarray:
+    """Blobs of random shape, some with holes, some touching the edge, labelled 8-connected."""
+    rng = np.random.default_rng(seed)
+    prob = np.zeros((size, size), dtype=np.float32)
+    for _ in range(count):
+        row, col = rng.integers(0, size, 2)
+        radius = rng.integers(1, 8)
+        yy, xx = np.ogrid[:size, :size]
+        blob = (yy - row) ** 2 + (xx - col) ** 2 <= radius**2
+        prob[blob & (rng.random((size, size)) < 0.8)] = rng.uniform(0.5, 1.0)
+    return label_components(prob, threshold=0.5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("mosaic", [True, False])
+def test_outlines_are_the_objects_pixels(
+    seed: int, mosaic: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traced in a mosaic of their boxes or over the whole tile, an outline covers exactly its
+    object's pixels (holes and all); for a split label, the largest part."""
+    monkeypatch.setattr(objects, "MOSAIC_SHARE", 1e9 if mosaic else 0)
+    labels = random_labels(seed, count=3 + 4 * seed)
+    if seed % 2:
+        labels[labels == 2] = 1  # a label image whose label 1 has two parts
+    features = objects_to_features(labels, "urn:x", min_area=2)
+    areas = np.bincount(labels.ravel())
+    assert len(features) == np.count_nonzero(areas[1:] >= 2)
+    label_of = {
+        (cols.start, rows.start, cols.stop, rows.stop): label
+        for label, found in enumerate(ndimage.find_objects(labels), start=1)
+        if found is not None
+        for rows, cols in [found]
+    }
+    rows, cols = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    for feature in features:
+        label = label_of[tuple(feature["properties"]["imageBBox"])]
+        parts, count = ndimage.label(labels == label, structure=np.ones((3, 3), bool))
+        largest = parts == np.bincount(parts.ravel(), minlength=count + 1)[1:].argmax() + 1
+        outline = shape(feature["properties"]["imageGeometry"])
+        inside = shapely.contains_xy(outline, cols + 0.5, rows + 0.5)
+        assert np.array_equal(inside, largest)
+        assert outline.area == largest.sum()
+
+
+def test_both_tracing_paths_give_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = random_labels(seed=7, count=12)
+    prob = np.where(labels > 0, 0.75, 0.0).astype(np.float32)
+    monkeypatch.setattr(objects, "MOSAIC_SHARE", 1e9)
+    in_a_mosaic = objects_to_features(labels, "urn:x", probability=prob)
+    monkeypatch.setattr(objects, "MOSAIC_SHARE", 0)
+    whole_tile = objects_to_features(labels, "urn:x", probability=prob)
+    assert json.dumps(in_a_mosaic) == json.dumps(whole_tile)
