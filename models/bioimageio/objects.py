@@ -17,6 +17,8 @@ import numpy.typing as npt
 import rasterio.features
 from scipy import ndimage
 
+from tiling.gdalenv import ensure_thread_env
+
 GeometryMode = Literal["polygon", "bbox"]
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -117,6 +119,7 @@ def _outlines(
     object (numbered by its place in the mosaic), and the outlines are moved back; otherwise
     the whole tile is traced. Both give the same outlines.
     """
+    ensure_thread_env()  # else rasterio sets up a GDAL environment around every call
     boxes = [slices[label - 1] for label in ids.tolist()]
     layout = _pack([(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in boxes])
     if layout is not None and layout[0] * layout[1] <= MOSAIC_SHARE * labels.size:
