@@ -121,18 +121,19 @@ def _outlines(
     """
     ensure_thread_env()  # else rasterio sets up a GDAL environment around every call
     boxes = [slices[label - 1] for label in ids.tolist()]
-    layout = _pack([(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in boxes])
-    if layout is not None and layout[0] * layout[1] <= MOSAIC_SHARE * labels.size:
-        mosaic = np.zeros(layout[0:2], dtype=np.int32)
-        for place, ((rows, cols), (top, left)) in enumerate(zip(boxes, layout[2], strict=True)):
-            height, width = rows.stop - rows.start, cols.stop - cols.start
-            window = mosaic[top : top + height, left : left + width]
+    sizes = [(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in boxes]
+    height, width, corners = _pack(sizes)
+    if height * width <= MOSAIC_SHARE * labels.size:
+        mosaic = np.zeros((height, width), dtype=np.int32)
+        placed = zip(boxes, corners, sizes, strict=True)
+        for place, ((rows, cols), (top, left), (box_height, box_width)) in enumerate(placed):
+            window = mosaic[top : top + box_height, left : left + box_width]
             window[labels[rows, cols] == ids[place]] = place + 1
         traced = rasterio.features.shapes(mosaic, mask=mosaic > 0, connectivity=8)
         outlines: dict[int, dict[str, Any]] = {}
         for geometry, value in traced:
             place = int(value) - 1
-            (rows, cols), (top, left) = boxes[place], layout[2][place]
+            (rows, cols), (top, left) = boxes[place], corners[place]
             dx, dy = cols.start - left, rows.start - top
             moved = [[(x + dx, y + dy) for x, y in ring] for ring in geometry["coordinates"]]
             _keep_largest(outlines, int(ids[place]), {"type": "Polygon", "coordinates": moved})
@@ -145,13 +146,9 @@ def _outlines(
     return outlines
 
 
-def _pack(
-    sizes: list[tuple[int, int]],
-) -> tuple[int, int, list[tuple[int, int]]] | None:
-    """Rows of boxes (``(height, width)`` each), tallest first: the mosaic's height and width
-    and each box's top-left corner, in the order given; None if there are no boxes."""
-    if not sizes:
-        return None
+def _pack(sizes: list[tuple[int, int]]) -> tuple[int, int, list[tuple[int, int]]]:
+    """Rows of boxes (``(height, width)`` each, at least one), tallest first: the mosaic's
+    height and width and each box's top-left corner, in the order given."""
     area = sum(height * width for height, width in sizes)
     width = max(*(w for _, w in sizes), int(np.sqrt(area)) + 1)
     corners: list[tuple[int, int]] = [(0, 0)] * len(sizes)

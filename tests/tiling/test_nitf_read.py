@@ -153,9 +153,8 @@ def test_damaged_files_answer_none() -> None:
     assert read_uncompressed(data[:370]) is None  # file header cut short
     assert read_uncompressed(b"NITF02.10" + b"x" * 600) is None  # fields not numbers
     assert read_uncompressed(b"\x89PNG\r\n\x1a\n") is None
-    bad_mode = bytearray(data)
+    unknown_compression = bytearray(data)
     header_length = int(data[354:360])
-    # IMODE sits after NBANDS and the band's fields; corrupt the subheader's IC instead.
-    ic_at = data.index(b"NC", header_length + 333)
-    bad_mode[ic_at : ic_at + 2] = b"ZZ"
-    assert read_uncompressed(bytes(bad_mode)) is None
+    ic_at = data.index(b"NC", header_length + 333)  # the image subheader's IC
+    unknown_compression[ic_at : ic_at + 2] = b"ZZ"
+    assert read_uncompressed(bytes(unknown_compression)) is None
