@@ -23,7 +23,7 @@ from models.bioimageio.adapter import API_PREFIX, AdapterServer, Backend
 from models.bioimageio.local import WEIGHTS_FORMATS, LocalBackend
 from models.bioimageio.remote import RemoteBackend
 from models.bioimageio.runner_api import ModelRunnerApi, UploadStore
-from models.server import serve_until_signalled
+from models.server import keep_freed_memory, serve_until_signalled
 
 log = logging.getLogger("models.bioimageio")
 
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not keep_freed_memory():
+        log.info("no glibc mallopt here: freed memory goes back to the system at once")
     backend: Backend
     api = None
     if args.remote:
