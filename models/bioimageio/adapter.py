@@ -9,6 +9,10 @@ FeatureCollection. Attributes (``key=value``, comma-separated):
 and split into components, the default; ``labels``: the map is a label image), ``channel``
 (output channel, 0), ``threshold`` (0.5), ``min_area`` (pixels, 1), ``class_iri``
 (``urn:bioimageio:object``), ``geometry`` (``polygon`` or ``bbox``).
+
+Every answer to an invocation carries a ``Server-Timing`` header with the milliseconds the
+adapter spent on it by stage: ``decode`` (options and tile), ``predict`` (the backend),
+``vectorise`` (objects to features) and ``json`` (the reply's encoding).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -24,12 +29,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from models.bioimageio.objects import (
     GeometryMode,
     feature_collection,
-    label_components,
     objects_to_features,
+    probability_to_features,
 )
 from models.server import CUSTOM_ATTRIBUTES_HEADER, MAX_TILE_BYTES, JsonHandler
 from models.synthetic import parse_custom_attributes
@@ -45,6 +51,7 @@ API_PREFIX = "/bioimage-io/services/model-runner"
 LIST_PARAMETERS = frozenset({"keywords", "additional_requirements"})
 MAX_API_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_CLASS = "urn:bioimageio:object"
+SERVER_TIMING_HEADER = "Server-Timing"
 
 
 class UnknownModelError(LookupError):
@@ -147,9 +154,17 @@ def read_tile(body: bytes) -> npt.NDArray[Any]:
         raise ValueError(f"cannot decode tile: {err}") from err
 
 
-def run(backend: Backend, invocation: Invocation, tile: npt.NDArray[Any]) -> dict[str, Any]:
-    """The FeatureCollection for one tile."""
+def run(
+    backend: Backend,
+    invocation: Invocation,
+    tile: npt.NDArray[Any],
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The FeatureCollection for one tile; with ``timings``, the seconds spent in ``predict``
+    and ``vectorise`` are put there."""
+    began = time.perf_counter()
     output = backend.predict(invocation.model, tile)
+    predicted = time.perf_counter()
     if output.ndim == 2:  # noqa: PLR2004
         output = output[np.newaxis]
     if invocation.channel >= output.shape[0]:
@@ -160,19 +175,54 @@ def run(backend: Backend, invocation: Invocation, tile: npt.NDArray[Any]) -> dic
     plane = output[invocation.channel]
     if plane.shape != tile.shape[1:]:
         raise BackendError(f"model output {plane.shape} does not match the tile {tile.shape[1:]}")
+    metadata = backend.metadata(invocation.model)
     if invocation.output == "labels":
-        labels, probability = np.rint(plane).astype(np.int32), None
+        features = objects_to_features(
+            np.rint(plane).astype(np.int32),
+            invocation.class_iri,
+            min_area=invocation.min_area,
+            mode=invocation.geometry,
+            model_metadata=metadata,
+        )
     else:
-        labels, probability = label_components(plane, invocation.threshold), plane
-    features = objects_to_features(
-        labels,
-        invocation.class_iri,
-        probability=probability,
-        min_area=invocation.min_area,
-        mode=invocation.geometry,
-        model_metadata=backend.metadata(invocation.model),
-    )
+        features = probability_to_features(
+            plane,
+            invocation.threshold,
+            invocation.class_iri,
+            min_area=invocation.min_area,
+            mode=invocation.geometry,
+            model_metadata=metadata,
+        )
+    if timings is not None:
+        timings["predict"] = predicted - began
+        timings["vectorise"] = time.perf_counter() - predicted
     return feature_collection(features)
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    """The JSON body of a reply (orjson: about 5 times as fast as ``json`` on outlines)."""
+    return orjson.dumps(reply)
+
+
+def server_timing(timings: Mapping[str, float]) -> str:
+    """A ``Server-Timing`` header value from stage seconds (``name;dur=<milliseconds>``)."""
+    return ", ".join(f"{name};dur={1000 * seconds:.3f}" for name, seconds in timings.items())
+
+
+def parse_server_timing(value: str) -> dict[str, float]:
+    """Stage seconds from a ``Server-Timing`` header value (metrics without ``dur`` left out).
+
+    Raises:
+        ValueError: If a duration is not a number.
+    """
+    timings = {}
+    for metric in value.split(","):
+        name, *parameters = (part.strip() for part in metric.split(";"))
+        for parameter in parameters:
+            key, _, number = parameter.partition("=")
+            if key.strip() == "dur" and name:
+                timings[name] = float(number) / 1000
+    return timings
 
 
 class RunnerApi(Protocol):
@@ -273,6 +323,7 @@ class AdapterHandler(JsonHandler):
             self._message(400, "a tile body is required")
             return
         body = self.rfile.read(length)
+        began = time.perf_counter()
         try:
             attributes = parse_custom_attributes(self.headers.get(CUSTOM_ATTRIBUTES_HEADER))
             invocation = Invocation.from_attributes(attributes, self.server.default_model)
@@ -280,8 +331,9 @@ class AdapterHandler(JsonHandler):
         except ValueError as err:
             self._message(400, str(err))
             return
+        timings = {"decode": time.perf_counter() - began}
         try:
-            reply = run(self.server.backend, invocation, tile)
+            reply = run(self.server.backend, invocation, tile, timings)
         except UnknownModelError as err:
             self._message(404, f"unknown model {invocation.model!r}: {err}")
             return
@@ -289,7 +341,10 @@ class AdapterHandler(JsonHandler):
             log.warning("model %s failed: %s", invocation.model, err)
             self._message(500, f"model {invocation.model} failed: {err}")
             return
-        self._reply(200, json.dumps(reply).encode())
+        encoding = time.perf_counter()
+        payload = encode_reply(reply)
+        timings["json"] = time.perf_counter() - encoding
+        self._reply(200, payload, {SERVER_TIMING_HEADER: server_timing(timings)})
 
 
 class AdapterServer(ThreadingHTTPServer):

@@ -5,12 +5,16 @@ thresholded and split into connected components (8-connected), a label image is 
 is. Each object becomes one feature in tile pixels: its outline (``rasterio.features.shapes``)
 or, faster, its bounding box, with a score (the mean probability inside it, 1.0 for a label
 image) and the class the request names.
+
+A probability map's objects usually cover a small part of the tile, so the per-pixel work
+(labelling, boxes, areas, scores, tracing) is done once over a compact mosaic of the map's
+occupied parts, not over the whole tile; see ``probability_to_features``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +29,9 @@ EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 # Objects are traced in a mosaic of their boxes when it is at most this share of the tile.
 MOSAIC_SHARE = 0.5
+# Side of the blocks whose occupied neighbourhoods make a probability map's mosaic pieces: one
+# byte per pixel, so a block row is one 64-bit word.
+BLOCK = 8
 
 
 def label_components(
@@ -59,42 +66,185 @@ def objects_to_features(
     if labels.ndim != 2:  # noqa: PLR2004
         raise ValueError(f"expected a 2D label image, got shape {labels.shape}")
     labels32: npt.NDArray[np.int32] = np.asarray(labels, dtype=np.int32)
-    foreground = labels32 > 0
-    values = labels32[foreground]
-    if values.size == 0:
+    tally = _tally(labels32, probability, min_area)
+    if tally is None:
         return []
+    ids, areas, kept, scores, slices = tally
+    outlines = _outlines(labels32, kept, areas, ids, slices) if mode == "polygon" else {}
+    metadata = dict(model_metadata or {})
+    features = []
+    for label, score in zip(ids.tolist(), scores.tolist(), strict=True):
+        rows, cols = slices[label - 1]
+        bbox = [cols.start, rows.start, cols.stop, rows.stop]
+        features.append(_feature(bbox, outlines.get(label), score, class_iri, metadata))
+    return features
+
+
+def probability_to_features(
+    probability: npt.NDArray[np.floating[Any]],
+    threshold: float,
+    class_iri: str,
+    min_area: int = 1,
+    mode: GeometryMode = "polygon",
+    model_metadata: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One feature per connected component (8-connected) of ``probability >= threshold`` of
+    at least ``min_area`` pixels, in the order of their first pixel (row by row): the same
+    features as ``objects_to_features(label_components(probability, threshold), ...)``.
+
+    The map's occupied ``BLOCK`` x ``BLOCK`` blocks are grouped into 8-connected pieces (an
+    object lies inside one piece), the pieces' windows are packed into a mosaic one pixel
+    apart, each holding only its own piece's pixels, and the objects are labelled, measured and
+    traced there, then moved back to the tile. The work over the whole tile is one comparison
+    and one pass over its blocks.
+
+    Raises:
+        ValueError: If the map is not 2D.
+    """
+    if probability.ndim != 2:  # noqa: PLR2004
+        raise ValueError(f"expected a 2D map, got shape {probability.shape}")
+    mosaic = _occupied_mosaic(probability, threshold)
+    if mosaic is None:
+        return []
+    labels, _ = ndimage.label(mosaic.mask, structure=EIGHT_CONNECTED)
+    labels32: npt.NDArray[np.int32] = np.asarray(labels, dtype=np.int32)
+    tally = _tally(labels32, mosaic.values, min_area)
+    if tally is None:
+        return []
+    ids, areas, kept, scores, slices = tally
+    # Each object's shift back to the tile, from the piece its box's corner lies in.
+    corners = np.array([(slices[i - 1][0].start, slices[i - 1][1].start) for i in ids.tolist()])
+    shifts = mosaic.shifts[mosaic.owner[corners[:, 0], corners[:, 1]]]
+    shift_of = dict(zip(ids.tolist(), shifts.tolist(), strict=True))
+    outlines: dict[int, dict[str, Any]] = {}
+    if mode == "polygon":
+        ensure_thread_env()  # else rasterio sets up a GDAL environment around every call
+        everything_kept = ids.size == np.count_nonzero(areas[1:])
+        mask = mosaic.mask if everything_kept else kept[labels32]
+        for geometry, value in rasterio.features.shapes(labels32, mask=mask, connectivity=8):
+            label = int(value)
+            dy, dx = shift_of[label]
+            moved = [[(x + dx, y + dy) for x, y in ring] for ring in geometry["coordinates"]]
+            _keep_largest(outlines, label, {"type": "Polygon", "coordinates": moved})
+    metadata = dict(model_metadata or {})
+    placed = []
+    for label, score in zip(ids.tolist(), scores.tolist(), strict=True):
+        rows, cols = slices[label - 1]
+        dy, dx = shift_of[label]
+        # The first pixel of the object's top row, where a row-by-row labelling numbers it.
+        first = cols.start + int(np.argmax(labels32[rows.start, cols] == label))
+        bbox = [cols.start + dx, rows.start + dy, cols.stop + dx, rows.stop + dy]
+        feature = _feature(bbox, outlines.get(label), score, class_iri, metadata)
+        placed.append((rows.start + dy, first + dx, feature))
+    placed.sort(key=lambda item: (item[0], item[1]))
+    return [feature for _, _, feature in placed]
+
+
+class _Mosaic(NamedTuple):
+    """A probability map's occupied pieces packed together (see ``probability_to_features``)."""
+
+    mask: npt.NDArray[np.bool_]  # the thresholded map, each piece holding only its own pixels
+    values: npt.NDArray[np.floating[Any]]  # the map's values at the same places
+    owner: npt.NDArray[np.intp]  # the piece a mosaic pixel belongs to (-1 between pieces)
+    shifts: npt.NDArray[np.intp]  # per piece: tile (row, col) minus mosaic (row, col)
+
+
+def _occupied_mosaic(
+    probability: npt.NDArray[np.floating[Any]], threshold: float
+) -> _Mosaic | None:
+    """The mosaic of the map's occupied pieces, or None when nothing reaches the threshold.
+
+    Two pixels that touch (diagonally too) lie in the same or touching blocks, so a connected
+    component never spans two pieces; one empty pixel between pieces in the mosaic keeps
+    their objects apart.
+    """
+    mask = probability >= threshold
+    height, width = mask.shape
+    padded = mask
+    if height % BLOCK or width % BLOCK:
+        padded = np.pad(mask, ((0, -height % BLOCK), (0, -width % BLOCK)))
+    words = np.ascontiguousarray(padded).view(np.uint64) != 0  # one per block row
+    blocks = words.reshape(-1, BLOCK, words.shape[1]).any(axis=1)
+    pieces, count = ndimage.label(blocks, structure=EIGHT_CONNECTED)
+    if count == 0:
+        return None
+    windows = []
+    for number, (block_rows, block_cols) in enumerate(ndimage.find_objects(pieces), start=1):
+        rows = slice(block_rows.start * BLOCK, min(block_rows.stop * BLOCK, height))
+        cols = slice(block_cols.start * BLOCK, min(block_cols.stop * BLOCK, width))
+        window = mask[rows, cols]
+        around = pieces[block_rows, block_cols]
+        others = (around != number) & (around != 0)
+        if others.any():  # another piece's blocks lie in this window: leave their pixels out
+            mine = np.repeat(np.repeat(~others, BLOCK, axis=0), BLOCK, axis=1)
+            window = window & mine[: window.shape[0], : window.shape[1]]
+        windows.append((rows, cols, window))
+    sizes = [(window.shape[0] + 1, window.shape[1] + 1) for _, _, window in windows]
+    mosaic_height, mosaic_width, corners = _pack(sizes)
+    packed = np.zeros((mosaic_height, mosaic_width), dtype=bool)
+    values = np.zeros((mosaic_height, mosaic_width), dtype=probability.dtype)
+    owner = np.full((mosaic_height, mosaic_width), -1, dtype=np.intp)
+    shifts = np.empty((len(windows), 2), dtype=np.intp)
+    for piece, ((rows, cols, window), (top, left)) in enumerate(zip(windows, corners, strict=True)):
+        place = (slice(top, top + window.shape[0]), slice(left, left + window.shape[1]))
+        packed[place] = window
+        values[place] = probability[rows, cols]
+        owner[place] = piece
+        shifts[piece] = (rows.start - top, cols.start - left)
+    return _Mosaic(packed, values, owner, shifts)
+
+
+def _tally(
+    labels: npt.NDArray[np.int32],
+    probability: npt.NDArray[np.floating[Any]] | None,
+    min_area: int,
+) -> (
+    tuple[
+        npt.NDArray[np.intp],
+        npt.NDArray[np.intp],
+        npt.NDArray[np.bool_],
+        npt.NDArray[np.float64],
+        list[tuple[slice, ...]],
+    ]
+    | None
+):
+    """The objects kept (ids), every label's area, which labels are kept, the kept objects'
+    scores and every label's box up to the last kept one; None when none is kept."""
+    foreground = labels > 0
+    values = labels[foreground]
+    if values.size == 0:
+        return None
     # One pass over the foreground pixels gives every object's area (and score sum).
     areas = np.bincount(values)
     kept = areas >= max(min_area, 1)  # so every kept object has a box
     kept[0] = False
     ids = np.flatnonzero(kept)
     if ids.size == 0:
-        return []
+        return None
     if probability is None:
         scores = np.ones(ids.size)
     else:
         sums = np.bincount(values, weights=probability[foreground], minlength=areas.size)
         scores = sums[ids] / areas[ids]
-    slices = ndimage.find_objects(labels32, max_label=int(ids[-1]))
-    if mode == "polygon":
-        outlines = _outlines(labels32, foreground, kept, areas, ids, slices)
-    else:
-        outlines = {}
-    metadata = dict(model_metadata or {})
-    features = []
-    for label, score in zip(ids.tolist(), scores.tolist(), strict=True):
-        rows, cols = slices[label - 1]
-        bbox = [cols.start, rows.start, cols.stop, rows.stop]
-        geometry = outlines.get(label) or _box(bbox)
-        properties: dict[str, Any] = {
-            "imageGeometry": geometry,
-            "imageBBox": bbox,
-            "featureClasses": [{"iri": class_iri, "score": round(float(score), 6)}],
-        }
-        if metadata:
-            properties["modelMetadata"] = metadata
-        features.append({"type": "Feature", "geometry": None, "properties": properties})
-    return features
+    slices = ndimage.find_objects(labels, max_label=int(ids[-1]))
+    return ids, areas, kept, scores, slices
+
+
+def _feature(
+    bbox: list[int],
+    outline: dict[str, Any] | None,
+    score: float,
+    class_iri: str,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "imageGeometry": outline or _box(bbox),
+        "imageBBox": bbox,
+        "featureClasses": [{"iri": class_iri, "score": round(float(score), 6)}],
+    }
+    if metadata:
+        properties["modelMetadata"] = metadata
+    return {"type": "Feature", "geometry": None, "properties": properties}
 
 
 def _box(bbox: list[int]) -> dict[str, Any]:
@@ -105,7 +255,6 @@ def _box(bbox: list[int]) -> dict[str, Any]:
 
 def _outlines(
     labels: npt.NDArray[np.int32],
-    foreground: npt.NDArray[np.bool_],
     kept: npt.NDArray[np.bool_],
     areas: npt.NDArray[np.intp],
     ids: npt.NDArray[np.intp],
@@ -139,7 +288,7 @@ def _outlines(
             _keep_largest(outlines, int(ids[place]), {"type": "Polygon", "coordinates": moved})
         return outlines
     everything_kept = ids.size == np.count_nonzero(areas[1:])
-    mask = foreground if everything_kept else kept[labels]
+    mask = labels > 0 if everything_kept else kept[labels]
     outlines = {}
     for geometry, value in rasterio.features.shapes(labels, mask=mask, connectivity=8):
         _keep_largest(outlines, int(value), geometry)

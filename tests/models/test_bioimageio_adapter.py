@@ -3,6 +3,7 @@
 import io
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from models.bioimageio.adapter import (
     BackendError,
     Invocation,
     UnknownModelError,
+    parse_server_timing,
     read_tile,
     run,
+    server_timing,
 )
 from tiling.encode import encode_tile
 
@@ -129,3 +132,39 @@ def test_server_contract(server: str) -> None:
     status, document = post(server, npy(tile()), "threshold=high")
     assert status == 400
     assert "threshold" in document["message"]
+
+
+class Slow(Identity):
+    """Takes at least 20 ms to predict."""
+
+    def predict(self, model_id: str, tile: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        time.sleep(0.02)
+        return super().predict(model_id, tile)
+
+
+def test_replies_say_where_the_time_went() -> None:
+    adapter = AdapterServer(("127.0.0.1", 0), Slow(), "identity")
+    thread = threading.Thread(target=adapter.serve_forever, daemon=True)
+    thread.start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{adapter.server_address[1]}/invocations",
+            data=npy(tile()),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            header = reply.headers["Server-Timing"]
+            assert len(json.loads(reply.read())["features"]) == 2
+    finally:
+        adapter.shutdown()
+        adapter.server_close()
+    timings = parse_server_timing(header)
+    assert list(timings) == ["decode", "predict", "vectorise", "json"]
+    assert 0.02 <= timings["predict"] < 1.0
+    others = [seconds for name, seconds in timings.items() if name != "predict"]
+    assert all(0 <= seconds < timings["predict"] for seconds in others)
+    assert parse_server_timing(server_timing(timings)) == pytest.approx(timings, abs=1e-6)
+    assert parse_server_timing('miss, db;dur=53;desc="x", total;dur=1.5') == {
+        "db": 0.053,
+        "total": 0.0015,
+    }

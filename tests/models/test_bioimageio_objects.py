@@ -9,7 +9,12 @@ from scipy import ndimage
 from shapely.geometry import shape
 
 from models.bioimageio import objects
-from models.bioimageio.objects import feature_collection, label_components, objects_to_features
+from models.bioimageio.objects import (
+    feature_collection,
+    label_components,
+    objects_to_features,
+    probability_to_features,
+)
 from postprocessing.detections import parse_model_output
 
 
@@ -131,3 +136,71 @@ def test_both_tracing_paths_give_the_same_features(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(objects, "MOSAIC_SHARE", 0)
     whole_tile = objects_to_features(labels, "urn:x", probability=prob)
     assert json.dumps(in_a_mosaic) == json.dumps(whole_tile)
+
+
+def random_map(seed: int, height: int, width: int, count: int) -> np.ndarray:
+    """Blobs of random shape and size (holes, diagonal contacts, some cut by the edges), with
+    values that are multiples of 1/256 so every sum of them is exact."""
+    rng = np.random.default_rng(seed)
+    prob = np.zeros((height, width), dtype=np.float32)
+    yy, xx = np.ogrid[:height, :width]
+    for _ in range(count):
+        row, col = rng.integers(0, height), rng.integers(0, width)
+        radius = rng.integers(1, 14)
+        blob = (yy - row) ** 2 + (xx - col) ** 2 <= radius**2
+        prob[blob & (rng.random((height, width)) < 0.85)] = rng.integers(128, 256) / 256
+    return prob
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("mode", ["polygon", "bbox"])
+def test_probability_maps_give_the_same_features_as_labelling_the_whole_tile(
+    seed: int, mode: objects.GeometryMode
+) -> None:
+    """The mosaic of occupied pieces changes nothing: the same objects, boxes, outlines, scores
+    and order as labelling and tracing the whole tile, for tiles of any size."""
+    height, width = [(64, 64), (61, 45), (130, 97), (8, 200)][seed % 4]
+    prob = random_map(seed, height, width, count=2 + 3 * seed)
+    min_area = 1 + seed % 3
+    expected = objects_to_features(
+        label_components(prob, 0.5), "urn:x", probability=prob, min_area=min_area, mode=mode
+    )
+    found = probability_to_features(prob, 0.5, "urn:x", min_area=min_area, mode=mode)
+    assert len(found) > 0
+    assert json.dumps(found) == json.dumps(expected)
+
+
+def test_a_piece_inside_another_pieces_window_stays_apart() -> None:
+    """A blob in a ring's hole, far enough from the ring to be a piece of its own, lies in
+    the ring's window: each piece keeps only its own pixels."""
+    yy, xx = np.mgrid[:80, :80]
+    distance = np.hypot(yy - 40, xx - 40)
+    prob = np.where((distance >= 30) & (distance < 36), 0.75, 0.0).astype(np.float32)
+    prob[36:44, 36:44] = 0.875  # 8 x 8 in the middle, 14 pixels from the ring
+    mosaic = objects._occupied_mosaic(prob, 0.5)
+    assert mosaic is not None
+    assert len(mosaic.shifts) == 2  # two pieces
+    features = probability_to_features(prob, 0.5, "urn:x", model_metadata={"modelId": "m"})
+    rows, cols = np.nonzero(prob == 0.75)
+    ring_box = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+    assert [f["properties"]["imageBBox"] for f in features] == [ring_box, [36, 36, 44, 44]]
+    ring, blob = (shape(f["properties"]["imageGeometry"]) for f in features)
+    assert isinstance(ring, shapely.Polygon)
+    assert ring.area == np.count_nonzero(prob == 0.75)
+    assert len(ring.interiors) == 1
+    assert blob.equals(shapely.box(36, 36, 44, 44))
+    assert [f["properties"]["featureClasses"][0]["score"] for f in features] == [0.75, 0.875]
+    assert features[0]["properties"]["modelMetadata"] == {"modelId": "m"}
+
+
+def test_probability_maps_with_nothing_or_everything() -> None:
+    assert probability_to_features(np.zeros((30, 20), np.float32), 0.5, "urn:x") == []
+    assert probability_to_features(np.full((30, 20), np.nan, np.float32), 0.5, "urn:x") == []
+    small = np.zeros((30, 20), np.float32)
+    small[3, 4] = 1.0
+    assert probability_to_features(small, 0.5, "urn:x", min_area=2) == []
+    (whole,) = probability_to_features(np.ones((30, 20), np.float32), 0.5, "urn:x")
+    assert whole["properties"]["imageBBox"] == [0, 0, 20, 30]
+    assert shape(whole["properties"]["imageGeometry"]).equals(shapely.box(0, 0, 20, 30))
+    with pytest.raises(ValueError, match="2D"):
+        probability_to_features(np.zeros((2, 5, 5)), 0.5, "urn:x")
