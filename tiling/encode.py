@@ -24,6 +24,7 @@ from rasterio.io import BufferedDatasetWriter, MemoryFile
 from tiling.errors import TileDecodeError, UnsupportedEncodingError
 from tiling.gdalenv import ensure_thread_env
 from tiling.nitf_read import read_uncompressed
+from tiling.tiff_read import read_uncompressed as read_uncompressed_tiff
 
 WGS84_EPSG = 4326
 _UTM_WGS84_EPSG = frozenset(range(32601, 32661)) | frozenset(range(32701, 32761))
@@ -227,7 +228,10 @@ def decode_tile(data: bytes) -> npt.NDArray[Any]:
     Raises:
         TileDecodeError: If GDAL cannot read the bytes as an image.
     """
-    pixels = read_uncompressed(data)  # an uncompressed NITF, without GDAL's 2 ms to open it
+    # Uncompressed NITF and TIFF without GDAL (4.3 and 0.2 ms a 512 px tile with it).
+    pixels = read_uncompressed(data)
+    if pixels is None:
+        pixels = read_uncompressed_tiff(data)
     if pixels is not None:
         return pixels
     ensure_thread_env()
