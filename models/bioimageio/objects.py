@@ -145,7 +145,7 @@ class _Mosaic(NamedTuple):
 
     mask: npt.NDArray[np.bool_]  # the thresholded map, each piece holding only its own pixels
     values: npt.NDArray[np.floating[Any]]  # the map's values at the same places
-    owner: npt.NDArray[np.intp]  # the piece a mosaic pixel belongs to (-1 between pieces)
+    owner: npt.NDArray[np.int32]  # the piece a mosaic pixel belongs to (-1 between pieces)
     shifts: npt.NDArray[np.intp]  # per piece: tile (row, col) minus mosaic (row, col)
 
 
@@ -153,6 +153,7 @@ def _occupied_mosaic(
     probability: npt.NDArray[np.floating[Any]], threshold: float
 ) -> _Mosaic | None:
     """The mosaic of the map's occupied pieces, or None when nothing reaches the threshold.
+    When the pieces would not pack into less than the tile, the tile is its own mosaic.
 
     Two pixels that touch (diagonally too) lie in the same or touching blocks, so a connected
     component never spans two pieces; one empty pixel between pieces in the mosaic keeps
@@ -181,9 +182,12 @@ def _occupied_mosaic(
         windows.append((rows, cols, window))
     sizes = [(window.shape[0] + 1, window.shape[1] + 1) for _, _, window in windows]
     mosaic_height, mosaic_width, corners = _pack(sizes)
+    if mosaic_height * mosaic_width >= height * width:  # a dense map: the tile is its mosaic
+        whole = np.zeros((height, width), dtype=np.int32)
+        return _Mosaic(mask, probability, whole, np.zeros((1, 2), dtype=np.intp))
     packed = np.zeros((mosaic_height, mosaic_width), dtype=bool)
     values = np.zeros((mosaic_height, mosaic_width), dtype=probability.dtype)
-    owner = np.full((mosaic_height, mosaic_width), -1, dtype=np.intp)
+    owner = np.full((mosaic_height, mosaic_width), -1, dtype=np.int32)
     shifts = np.empty((len(windows), 2), dtype=np.intp)
     for piece, ((rows, cols, window), (top, left)) in enumerate(zip(windows, corners, strict=True)):
         place = (slice(top, top + window.shape[0]), slice(left, left + window.shape[1]))

@@ -152,15 +152,30 @@ def random_map(seed: int, height: int, width: int, count: int) -> np.ndarray:
     return prob
 
 
-@pytest.mark.parametrize("seed", range(8))
+# (rows, cols, blobs): sparse maps whose pieces pack into a mosaic, and dense ones whose
+# mosaic is the tile itself.
+MAPS = [
+    (61, 45, 2),
+    (130, 97, 8),
+    (97, 130, 5),
+    (256, 203, 12),
+    (256, 256, 25),
+    (300, 61, 10),
+    (8, 200, 4),
+    (64, 64, 20),
+    (40, 40, 30),
+]
+
+
+@pytest.mark.parametrize(("seed", "shape"), list(enumerate(MAPS)))
 @pytest.mark.parametrize("mode", ["polygon", "bbox"])
 def test_probability_maps_give_the_same_features_as_labelling_the_whole_tile(
-    seed: int, mode: objects.GeometryMode
+    seed: int, shape: tuple[int, int, int], mode: objects.GeometryMode
 ) -> None:
     """The mosaic of occupied pieces changes nothing: the same objects, boxes, outlines, scores
     and order as labelling and tracing the whole tile, for tiles of any size."""
-    height, width = [(64, 64), (61, 45), (130, 97), (8, 200)][seed % 4]
-    prob = random_map(seed, height, width, count=2 + 3 * seed)
+    height, width, count = shape
+    prob = random_map(seed, height, width, count)
     min_area = 1 + seed % 3
     expected = objects_to_features(
         label_components(prob, 0.5), "urn:x", probability=prob, min_area=min_area, mode=mode
@@ -173,7 +188,7 @@ def test_probability_maps_give_the_same_features_as_labelling_the_whole_tile(
 def test_a_piece_inside_another_pieces_window_stays_apart() -> None:
     """A blob in a ring's hole, far enough from the ring to be a piece of its own, lies in
     the ring's window: each piece keeps only its own pixels."""
-    yy, xx = np.mgrid[:80, :80]
+    yy, xx = np.mgrid[:160, :160]  # the ring and the blob take a corner of the tile
     distance = np.hypot(yy - 40, xx - 40)
     prob = np.where((distance >= 30) & (distance < 36), 0.75, 0.0).astype(np.float32)
     prob[36:44, 36:44] = 0.875  # 8 x 8 in the middle, 14 pixels from the ring
@@ -199,7 +214,11 @@ def test_probability_maps_with_nothing_or_everything() -> None:
     small = np.zeros((30, 20), np.float32)
     small[3, 4] = 1.0
     assert probability_to_features(small, 0.5, "urn:x", min_area=2) == []
-    (whole,) = probability_to_features(np.ones((30, 20), np.float32), 0.5, "urn:x")
+    everything = np.ones((30, 20), np.float32)
+    mosaic = objects._occupied_mosaic(everything, 0.5)
+    assert mosaic is not None
+    assert mosaic.mask.shape == (30, 20)  # never larger than the tile
+    (whole,) = probability_to_features(everything, 0.5, "urn:x")
     assert whole["properties"]["imageBBox"] == [0, 0, 20, 30]
     assert shape(whole["properties"]["imageGeometry"]).equals(shapely.box(0, 0, 20, 30))
     with pytest.raises(ValueError, match="2D"):
