@@ -152,17 +152,19 @@ def test_replies_say_where_the_time_went() -> None:
             data=npy(tile()),
             method="POST",
         )
+        began = time.perf_counter()
         with urllib.request.urlopen(request, timeout=10) as reply:
             header = reply.headers["Server-Timing"]
             assert len(json.loads(reply.read())["features"]) == 2
+        latency = time.perf_counter() - began
     finally:
         adapter.shutdown()
         adapter.server_close()
     timings = parse_server_timing(header)
     assert list(timings) == ["decode", "predict", "vectorise", "json"]
-    assert 0.02 <= timings["predict"] < 1.0
-    others = [seconds for name, seconds in timings.items() if name != "predict"]
-    assert all(0 <= seconds < timings["predict"] for seconds in others)
+    assert timings["predict"] >= 0.02  # the backend's sleep
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert sum(timings.values()) <= latency  # all within the request the client saw
     assert parse_server_timing(server_timing(timings)) == pytest.approx(timings, abs=1e-6)
     assert parse_server_timing('miss, db;dur=53;desc="x", total;dur=1.5') == {
         "db": 0.053,
