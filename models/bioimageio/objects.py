@@ -118,14 +118,8 @@ def probability_to_features(
     shift_of = dict(zip(ids.tolist(), shifts.tolist(), strict=True))
     outlines: dict[int, dict[str, Any]] = {}
     if mode == "polygon":
-        ensure_thread_env()  # else rasterio sets up a GDAL environment around every call
-        everything_kept = ids.size == np.count_nonzero(areas[1:])
-        mask = mosaic.mask if everything_kept else kept[labels32]
-        for geometry, value in rasterio.features.shapes(labels32, mask=mask, connectivity=8):
-            label = int(value)
-            dy, dx = shift_of[label]
-            moved = [[(x + dx, y + dy) for x, y in ring] for ring in geometry["coordinates"]]
-            _keep_largest(outlines, label, {"type": "Polygon", "coordinates": moved})
+        moves = {label: (label, dy, dx) for label, (dy, dx) in shift_of.items()}
+        outlines = _trace(labels32, _kept_mask(labels32, kept, areas, ids), moves)
     metadata = dict(model_metadata or {})
     placed = []
     for label, score in zip(ids.tolist(), scores.tolist(), strict=True):
@@ -272,30 +266,50 @@ def _outlines(
     object (numbered by its place in the mosaic), and the outlines are moved back; otherwise
     the whole tile is traced. Both give the same outlines.
     """
-    ensure_thread_env()  # else rasterio sets up a GDAL environment around every call
     boxes = [slices[label - 1] for label in ids.tolist()]
     sizes = [(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in boxes]
     height, width, corners = _pack(sizes)
-    if height * width <= MOSAIC_SHARE * labels.size:
-        mosaic = np.zeros((height, width), dtype=np.int32)
-        placed = zip(boxes, corners, sizes, strict=True)
-        for place, ((rows, cols), (top, left), (box_height, box_width)) in enumerate(placed):
-            window = mosaic[top : top + box_height, left : left + box_width]
-            window[labels[rows, cols] == ids[place]] = place + 1
-        traced = rasterio.features.shapes(mosaic, mask=mosaic > 0, connectivity=8)
-        outlines: dict[int, dict[str, Any]] = {}
-        for geometry, value in traced:
-            place = int(value) - 1
-            (rows, cols), (top, left) = boxes[place], corners[place]
-            dx, dy = cols.start - left, rows.start - top
-            moved = [[(x + dx, y + dy) for x, y in ring] for ring in geometry["coordinates"]]
-            _keep_largest(outlines, int(ids[place]), {"type": "Polygon", "coordinates": moved})
-        return outlines
+    if height * width > MOSAIC_SHARE * labels.size:
+        return _trace(labels, _kept_mask(labels, kept, areas, ids))
+    mosaic = np.zeros((height, width), dtype=np.int32)
+    moves = {}
+    placed = zip(ids.tolist(), boxes, corners, sizes, strict=True)
+    for place, (label, (rows, cols), (top, left), (box_height, box_width)) in enumerate(placed):
+        window = mosaic[top : top + box_height, left : left + box_width]
+        window[labels[rows, cols] == label] = place + 1
+        moves[place + 1] = (label, rows.start - top, cols.start - left)
+    return _trace(mosaic, mosaic > 0, moves)
+
+
+def _kept_mask(
+    labels: npt.NDArray[np.int32],
+    kept: npt.NDArray[np.bool_],
+    areas: npt.NDArray[np.intp],
+    ids: npt.NDArray[np.intp],
+) -> npt.NDArray[np.bool_]:
+    """Where the kept objects are (the whole foreground when every object is kept)."""
     everything_kept = ids.size == np.count_nonzero(areas[1:])
-    mask = labels > 0 if everything_kept else kept[labels]
-    outlines = {}
-    for geometry, value in rasterio.features.shapes(labels, mask=mask, connectivity=8):
-        _keep_largest(outlines, int(value), geometry)
+    mask: npt.NDArray[np.bool_] = labels > 0 if everything_kept else kept[labels]
+    return mask
+
+
+def _trace(
+    image: npt.NDArray[np.int32],
+    mask: npt.NDArray[np.bool_],
+    moves: Mapping[int, tuple[int, int, int]] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """The outline (with holes) of each object of ``image`` under ``mask``, by label, as
+    GeoJSON Polygons: with ``moves``, the object of value ``v`` is ``moves[v]`` = (label,
+    rows down, columns right) and its outline is moved so; without, the value is the label."""
+    ensure_thread_env()  # else rasterio sets up a GDAL environment around every call
+    outlines: dict[int, dict[str, Any]] = {}
+    for geometry, value in rasterio.features.shapes(image, mask=mask, connectivity=8):
+        if moves is None:
+            _keep_largest(outlines, int(value), geometry)
+            continue
+        label, dy, dx = moves[int(value)]
+        moved = [[(x + dx, y + dy) for x, y in ring] for ring in geometry["coordinates"]]
+        _keep_largest(outlines, label, {"type": "Polygon", "coordinates": moved})
     return outlines
 
 
