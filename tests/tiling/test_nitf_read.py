@@ -21,19 +21,31 @@ from tiling.nitf_read import read_uncompressed
 SAMPLE = Path(__file__).resolve().parents[2] / "infra" / "sample" / "i_3001a.ntf"
 
 
-def write_nitf(pixels: np.ndarray, georeferenced: bool = False, **options: Any) -> bytes:
-    """The bytes GDAL's NITF driver writes for ``pixels`` with creation ``options``."""
+def write_in_memory(driver: str, pixels: np.ndarray, **options: Any) -> bytes:
+    """The bytes GDAL's ``driver`` writes for ``pixels`` with creation ``options``."""
     bands, rows, cols = pixels.shape
     profile: dict[str, Any] = {"count": bands, "height": rows, "width": cols}
-    if georeferenced:
-        profile.update(crs=CRS.from_epsg(4326), transform=Affine(1e-4, 0, 10.0, 0, -1e-4, 50.0))
-        options.setdefault("ICORDS", "G")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with MemoryFile() as memfile:
-            with memfile.open(driver="NITF", dtype=pixels.dtype, **profile, **options) as dst:
+            with memfile.open(driver=driver, dtype=pixels.dtype, **profile, **options) as dst:
                 dst.write(pixels)
             return bytes(memfile.read())
+
+
+def write_nitf(pixels: np.ndarray, georeferenced: bool = False, **options: Any) -> bytes:
+    """The bytes GDAL's NITF driver writes for ``pixels`` with creation ``options``."""
+    if georeferenced:
+        options.update(crs=CRS.from_epsg(4326), transform=Affine(1e-4, 0, 10.0, 0, -1e-4, 50.0))
+        options.setdefault("ICORDS", "G")
+    return write_in_memory("NITF", pixels, **options)
+
+
+def assert_reads(data: bytes, pixels: np.ndarray) -> None:
+    """The reader gives ``pixels`` for ``data``."""
+    array = read_uncompressed(data)
+    assert array is not None
+    np.testing.assert_array_equal(array, pixels)
 
 
 def gdal_pixels(data: bytes) -> np.ndarray:
@@ -87,9 +99,7 @@ def test_comments_and_extensions_move_the_pixels() -> None:
     data = write_nitf(pixels, ICOM="first comment line", TRE="TESTTR=0123456789")
     assert b"first comment line" in data
     assert b"TESTTR" in data
-    array = read_uncompressed(data)
-    assert array is not None
-    np.testing.assert_array_equal(array, pixels)
+    assert_reads(data, pixels)
 
 
 def test_the_tilers_own_tiles() -> None:
@@ -103,20 +113,15 @@ def test_the_tilers_own_tiles() -> None:
 
 
 def test_the_sample_image() -> None:
-    data = SAMPLE.read_bytes()
-    array = read_uncompressed(data)
-    assert array is not None
     with rasterio.open(SAMPLE) as src:
-        np.testing.assert_array_equal(array, src.read())
+        assert_reads(SAMPLE.read_bytes(), src.read())
 
 
 def test_nsif_is_read() -> None:
     pixels = random_pixels("uint8", 3, 24, 24, seed=4)
     data = write_nitf(pixels, FHDR="NSIF01.00")
     assert data.startswith(b"NSIF01.00")
-    array = read_uncompressed(data)
-    assert array is not None
-    np.testing.assert_array_equal(array, pixels)
+    assert_reads(data, pixels)
 
 
 def test_what_it_leaves_to_gdal() -> None:

@@ -12,27 +12,14 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
-from tests.tiling.test_nitf_read import gdal_pixels, random_pixels
+from tests.tiling.test_nitf_read import gdal_pixels, random_pixels, write_in_memory
 from tiling.encode import decode_tile, encode_tile
 from tiling.tiff_read import read_uncompressed
 
 
 def write_tiff(pixels: np.ndarray, **options: Any) -> bytes:
     """The bytes GDAL's GTiff driver writes for ``pixels`` with creation ``options``."""
-    bands, rows, cols = pixels.shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile() as memfile:
-            with memfile.open(
-                driver="GTiff",
-                dtype=pixels.dtype,
-                count=bands,
-                height=rows,
-                width=cols,
-                **options,
-            ) as dst:
-                dst.write(pixels)
-            return bytes(memfile.read())
+    return write_in_memory("GTiff", pixels, **options)
 
 
 def assert_read_as_gdal_reads(data: bytes) -> None:
