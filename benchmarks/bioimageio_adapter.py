@@ -175,13 +175,13 @@ def end_to_end(
     """Tiles per second with ``clients`` connections posting their share of ``bodies`` at once,
     and the first client's requests."""
     errors: list[BaseException] = []
-    latencies: list[Requests] = [Requests() for _ in range(clients)]
+    per_client: list[Requests] = [Requests() for _ in range(clients)]
     start = threading.Barrier(clients + 1)
 
     def client(number: int) -> None:
         start.wait()
         try:
-            latencies[number] = post_all(port, bodies[number::clients], attributes)
+            per_client[number] = post_all(port, bodies[number::clients], attributes)
         except (OSError, RuntimeError, http.client.HTTPException) as err:
             errors.append(err)
 
@@ -195,7 +195,7 @@ def end_to_end(
     elapsed = time.perf_counter() - began
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]}")
-    return len(bodies) / elapsed, latencies[0]
+    return len(bodies) / elapsed, per_client[0]
 
 
 @contextlib.contextmanager
