@@ -4,6 +4,10 @@ Pure functions; no I/O. Reads the current property names (``imageGeometry``, ``i
 ``featureClasses``) and the older ones (``geom_imcoords``, ``bounds_imcoords``,
 ``detection.pixelCoordinates``, ``feature_types``). Single-ring polygons, what detectors send,
 are built in one vectorised call; other geometries one by one.
+
+The model's ``imageBBox`` (its detection box, which may differ from the outline's bounds) and
+its feature ``id`` are kept beside the geometry. Duplicate removal compares the geometries'
+bounds, as the reference implementation does.
 """
 
 from __future__ import annotations
@@ -21,22 +25,28 @@ from shapely.geometry.base import BaseGeometry
 from postprocessing.errors import ModelOutputError
 from postprocessing.table import DetectionTable, best_class
 
-# Keys the worker derives itself; a model's values for them are not copied to the output.
+# Keys the worker sets itself (from the model's values where it gave them), and the legacy and
+# transient keys the reference implementation removes from its output; every other property of
+# the model reaches the output unchanged.
 _DERIVED_KEYS = frozenset(
     {
         "imageGeometry",
         "imageBBox",
         "featureClasses",
-        "geom_imcoords",
-        "bounds_imcoords",
-        "detection",
-        "feature_types",
         "center_longitude",
         "center_latitude",
         "inferenceMetadata",
+        # removed by the reference as well
+        "geom_imcoords",
+        "bounds_imcoords",
+        "feature_types",
+        "detection_score",
+        "adjusted_feature_types",
         "image_id",
+        "inferenceTime",
     }
 )
+_BOX_SIZE = 4
 _MIN_RING_POINTS = 4
 
 FloatArray = npt.NDArray[np.float64]
@@ -56,6 +66,8 @@ class _Columns:
         self.labels: list[str] = []
         self.classes_json: list[str] = []
         self.properties_json: list[str] = []
+        self.image_bboxes = np.full((count, 4), np.nan, dtype=np.float64)
+        self.ids_json: list[str] = []
         self._strings: dict[str, str] = {}
 
     def shared(self, text: str) -> str:
@@ -104,6 +116,7 @@ def parse_model_output(
     if col_off or row_off:
         offset = np.array((col_off, row_off), dtype=np.float64)
         geometries = shapely.transform(geometries, lambda xy: xy + offset)
+        columns.image_bboxes += np.tile(offset, 2)
     if len(features) and shapely.is_empty(geometries).any():
         raise ModelOutputError("a feature has an empty pixel geometry")
     table = DetectionTable(
@@ -113,6 +126,8 @@ def parse_model_output(
         geometries_wkb=list(shapely.to_wkb(geometries)),
         classes_json=columns.classes_json,
         properties_json=columns.properties_json,
+        image_bboxes=columns.image_bboxes,
+        ids_json=columns.ids_json,
     )
     if keep is not None and not keep.all():
         log.warning(
@@ -149,6 +164,9 @@ def _read_feature(columns: _Columns, index: int, feature: Any) -> None:
     properties = feature.get("properties") or {}
     if not isinstance(properties, dict):
         raise ModelOutputError(f"feature {index}: properties is not an object")
+    box = _model_bbox(index, properties)
+    if box is not None:
+        columns.image_bboxes[index] = box
     ring = _single_ring(properties.get("imageGeometry"))
     if ring is not None:
         columns.ring_rows.append(index)
@@ -170,6 +188,35 @@ def _read_feature(columns: _Columns, index: int, feature: Any) -> None:
     kept = {k: v for k, v in properties.items() if k not in _DERIVED_KEYS}
     members = orjson.dumps(kept).decode()[1:-1] if kept else ""
     columns.properties_json.append(columns.shared(members))
+    columns.ids_json.append(_feature_id(index, feature.get("id")))
+
+
+def _model_bbox(index: int, properties: dict[str, Any]) -> tuple[float, ...] | None:
+    """The model's detection box (``imageBBox``, or the legacy ``bounds_imcoords``)."""
+    box = properties.get("imageBBox")
+    if box is None:
+        box = properties.get("bounds_imcoords")
+    if box is None:
+        return None
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError) as err:
+        raise ModelOutputError(f"feature {index}: imageBBox must be 4 numbers: {err}") from err
+    if len(values) != _BOX_SIZE:
+        raise ModelOutputError(
+            f"feature {index}: imageBBox must be 4 numbers [minx, miny, maxx, maxy],"
+            f" got {len(values)}"
+        )
+    return values
+
+
+def _feature_id(index: int, value: Any) -> str:
+    """The model's feature ``id`` as JSON, "" without one (GeoJSON: a string or a number)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ModelOutputError(f"feature {index}: id must be a string or a number")
+    return orjson.dumps(value).decode()
 
 
 def _single_ring(geometry: Any) -> FloatArray | None:

@@ -6,8 +6,10 @@ never one document in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +26,7 @@ from postprocessing.table import DetectionTable
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
 
 DEFAULT_CHUNK_FEATURES = 5000
 
@@ -152,12 +155,85 @@ def _numbers(values: FloatArray) -> str:
 
 @dataclass(frozen=True)
 class FeatureContext:
-    """What every feature of an image shares."""
+    """What every feature of an image shares.
+
+    Attributes:
+        sensor_model: Pixel to world mapping; None leaves features in pixel space.
+        inference_metadata: ``inferenceMetadata`` of every feature (``jobId``; an
+            ``inferenceDT`` here stands in for rows whose tile time is unknown).
+        source_metadata: ``sourceMetadata`` of a NITF image.
+        extra_properties: The request's ``featureProperties``: set last, so they win over
+            every other property of the same name, as in the reference implementation.
+        image_id: ``<jobId>:<imageUrl>``; seeds the ids of features the model gave none.
+    """
 
     sensor_model: SensorModel | None
     inference_metadata: Mapping[str, Any]
     source_metadata: Mapping[str, Any] | None = None
     extra_properties: Mapping[str, Any] | None = None
+    image_id: str = ""
+
+
+# Properties the worker writes itself; request featureProperties of these names replace them.
+_OWN_KEYS = frozenset(
+    {
+        "imageGeometry",
+        "imageBBox",
+        "featureClasses",
+        "center_longitude",
+        "center_latitude",
+        "inferenceMetadata",
+        "sourceMetadata",
+    }
+)
+
+
+def stable_feature_id(image_id: str, geometry_wkb: bytes, classes_json: str) -> str:
+    """An id for a feature the model gave none: the same for the same job, image and
+    detection on every run (32 hex digits, like the ids of the reference's models)."""
+    digest = hashlib.sha256(image_id.encode())
+    digest.update(b"\0")
+    digest.update(geometry_wkb)
+    digest.update(classes_json.encode())
+    return digest.hexdigest()[:32]
+
+
+def inference_dt(when_s: float) -> str:
+    """``inferenceDT``: UTC in whole seconds with ``Z``, as the reference writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when_s))
+
+
+def _world_boxes(
+    table: DetectionTable, rows: IntArray, world: npt.NDArray[np.object_], context: FeatureContext
+) -> tuple[FloatArray, FloatArray]:
+    """Pixel ``imageBBox`` and lon/lat ``bbox`` per row: the model's box where it gave one
+    (its corners geolocated), else the geometry's bounds."""
+    pixel = table.model_bboxes()[rows]
+    given: BoolArray = np.asarray(np.isfinite(pixel).all(axis=1), dtype=np.bool_)
+    pixel = np.where(given[:, None], pixel, table.boxes[rows])
+    world_bounds = np.asarray(shapely.bounds(world), dtype=np.float64).reshape(-1, 4)
+    if given.any():
+        corners = np.asarray(shapely.box(*pixel[given].T), dtype=object)
+        world_bounds[given] = shapely.bounds(geolocate(corners, context.sensor_model))
+    return pixel, world_bounds
+
+
+class _Stamps:
+    """``inferenceMetadata`` members per second of tile time, made once each."""
+
+    def __init__(self, context: FeatureContext) -> None:
+        self._base = dict(context.inference_metadata)
+        self._by_second: dict[int, str] = {}
+
+    def members(self, when_s: float) -> str:
+        if not math.isfinite(when_s):
+            return '"inferenceMetadata":' + json.dumps(self._base)
+        second = int(when_s)
+        text = self._by_second.get(second)
+        if text is None:
+            metadata = {**self._base, "inferenceDT": inference_dt(second)}
+            text = self._by_second[second] = '"inferenceMetadata":' + json.dumps(metadata)
+        return text
 
 
 def feature_chunks(
@@ -168,14 +244,19 @@ def feature_chunks(
 ) -> Iterator[list[str]]:
     """GeoJSON Feature texts for the selected rows, ``chunk_features`` at a time.
 
-    Properties, in order of precedence (later wins): the request's featureProperties, the
-    model's own properties, then ``imageGeometry``, ``imageBBox``, ``featureClasses``,
-    ``center_longitude``/``center_latitude``, ``inferenceMetadata`` and ``sourceMetadata``.
+    Each feature has the model's ``id`` (or :func:`stable_feature_id`), its world ``geometry``,
+    and a ``bbox`` from the model's ``imageBBox``. Properties, in order of precedence (later
+    wins): the model's own properties; ``imageGeometry``, ``imageBBox``, ``featureClasses``,
+    ``center_longitude``/``center_latitude``, ``inferenceMetadata`` and ``sourceMetadata``;
+    then the request's ``featureProperties``.
     """
-    shared = '"inferenceMetadata":' + json.dumps(dict(context.inference_metadata))
+    source = ""
     if context.source_metadata:
-        shared += ',"sourceMetadata":' + json.dumps([dict(context.source_metadata)])
+        source = ',"sourceMetadata":' + json.dumps([dict(context.source_metadata)])
     extra = dict(context.extra_properties or {})
+    extra_members = "," + json.dumps(extra)[1:-1] if extra else ""
+    stamps = _Stamps(context)
+    ids, times = table.model_ids(), table.times()
     for start in range(0, selection.rows.size, chunk_features):
         rows = selection.rows[start : start + chunk_features]
         scores = None if selection.scores is None else selection.scores[start : start + rows.size]
@@ -183,32 +264,69 @@ def feature_chunks(
         world = geolocate(pixel, context.sensor_model)
         world_json = shapely.to_geojson(world)
         pixel_json = shapely.to_geojson(pixel)
-        world_bounds = shapely.bounds(world)
-        centres = shapely.get_coordinates(shapely.centroid(world))
+        image_boxes, world_boxes = _world_boxes(table, rows, world, context)
+        centres = _centres(pixel, context.sensor_model)
         chunk = []
         for k, row in enumerate(rows.tolist()):
             classes = table.classes_json[row]
             if scores is not None and scores[k] != table.scores[row]:
                 classes = _rescored_classes(classes, float(scores[k]))
-            members = _model_members(table.properties_json[row], extra)
-            chunk.append(
-                f'{{"type":"Feature","geometry":{world_json[k]},'
-                f'"bbox":[{_numbers(world_bounds[k])}],"properties":{{{members}'
-                f'"imageGeometry":{pixel_json[k]},"imageBBox":[{_numbers(table.boxes[row])}],'
+            own = (
+                f'"imageGeometry":{pixel_json[k]},"imageBBox":[{_numbers(image_boxes[k])}],'
                 f'"featureClasses":{classes},"center_longitude":{_num(centres[k, 0])},'
-                f'"center_latitude":{_num(centres[k, 1])},{shared}}}}}'
+                f'"center_latitude":{_num(centres[k, 1])},{stamps.members(times[row])}'
+            )
+            properties = _properties(table.properties_json[row], own, extra_members + source, extra)
+            feature_id = ids[row] or json.dumps(
+                stable_feature_id(
+                    context.image_id, table.geometries_wkb[row], table.classes_json[row]
+                )
+            )
+            chunk.append(
+                f'{{"type":"Feature","id":{feature_id},"geometry":{world_json[k]},'
+                f'"bbox":[{_numbers(world_boxes[k])}],"properties":{properties}}}'
             )
         yield chunk
 
 
-def _model_members(model_json: str, extra: dict[str, Any]) -> str:
-    """The request's and the model's properties as JSON members with a trailing comma."""
-    if not extra:
-        return f"{model_json}," if model_json else ""
-    if not model_json:
-        return json.dumps(extra)[1:-1] + ","
-    merged = {**extra, **json.loads("{" + model_json + "}")}
-    return json.dumps(merged)[1:-1] + ","
+def _properties(model_json: str, own: str, last: str, extra: dict[str, Any]) -> str:
+    """The properties object: the model's, the worker's ``own``, then ``last`` (the request's
+    featureProperties and a NITF's sourceMetadata, as members with a leading comma).
+
+    Built as text when no two parts share a key (the common case); otherwise merged so the
+    later part wins, as a JSON object must not repeat a key.
+    """
+    text = "{" + (f"{model_json}," if model_json else "") + own + last + "}"
+    if not _may_repeat(model_json, last, extra):
+        return text
+    return json.dumps(json.loads(text, object_pairs_hook=_last_wins), separators=(",", ":"))
+
+
+def _may_repeat(model_json: str, last: str, extra: dict[str, Any]) -> bool:
+    """Whether a key may appear twice (a cheap text check; a false alarm only costs a merge)."""
+    source = '"sourceMetadata":'
+    if source in last and (source in model_json or "sourceMetadata" in extra):
+        return True
+    return any(key in _OWN_KEYS or f"{json.dumps(key)}:" in model_json for key in extra)
+
+
+def _centres(pixel: npt.NDArray[np.object_], sensor_model: SensorModel | None) -> FloatArray:
+    """``center_longitude``/``center_latitude``: each pixel geometry's centroid, geolocated
+    (as the reference does; for a non-linear sensor model this differs from the centroid of
+    the world geometry)."""
+    xy = shapely.get_coordinates(shapely.centroid(pixel))
+    if sensor_model is None or not len(xy):
+        return xy
+    lons, lats = sensor_model.image_to_world(xy[:, 0], xy[:, 1])
+    return np.column_stack((lons, lats))
+
+
+def _last_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for key, value in pairs:
+        merged.pop(key, None)  # the winning value takes the later position
+        merged[key] = value
+    return merged
 
 
 def _rescored_classes(classes_json: str, score: float) -> str:

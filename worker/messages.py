@@ -73,10 +73,11 @@ class ProcessorType(StrEnum):
 
 
 class AlgorithmType(StrEnum):
-    """Duplicate removal algorithm."""
+    """Duplicate removal algorithm; NONE (an extension of the API) switches it off."""
 
     NMS = "NMS"
     SOFT_NMS = "SOFT_NMS"
+    NONE = "NONE"
 
 
 # InvokeEndpoint parameters a request may pass (imageProcessorParameters).
@@ -110,7 +111,7 @@ class ImageProcessor(WireModel):
     """The model endpoint a request targets."""
 
     name: Annotated[str, Field(min_length=1)]
-    type: ProcessorType
+    type: ProcessorType = ProcessorType.SM_ENDPOINT  # the reference's default
     assumed_role: str | None = None
 
 
@@ -203,6 +204,12 @@ class ImageRequest(WireModel):
             )
         return value
 
+    @field_validator("post_processing", mode="before")
+    @classmethod
+    def _default_post_processing(cls, value: Any) -> Any:
+        """No steps (null or ``[]``) means the default NMS, as in the reference."""
+        return [PostProcessingStep()] if value is None or value == [] else value
+
     @field_validator("feature_properties", mode="before")
     @classmethod
     def _properties_as_list(cls, value: Any) -> Any:
@@ -250,8 +257,10 @@ class ImageRequest(WireModel):
 
     @property
     def algorithm(self) -> Algorithm | None:
-        """The duplicate removal algorithm, or None when post-processing is switched off."""
-        return self.post_processing[0].algorithm if self.post_processing else None
+        """The duplicate removal algorithm, or None when switched off (``algorithmType``
+        NONE)."""
+        algorithm = self.post_processing[0].algorithm
+        return None if algorithm.algorithm_type is AlgorithmType.NONE else algorithm
 
     @property
     def merged_feature_properties(self) -> dict[str, Any]:

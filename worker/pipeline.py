@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -25,6 +24,7 @@ from postprocessing.features import (
     Distillation,
     FeatureContext,
     feature_chunks,
+    inference_dt,
     nitf_source_metadata,
     rows_in_region,
     suppress_duplicates,
@@ -122,11 +122,15 @@ def encode_windows(
     return encoded
 
 
-def parse_tile_reply(body: bytes, window: Window, max_features: int) -> DetectionTable:
-    """Parse a model reply and move it to full-image pixels (runs on the thread pool)."""
-    return parse_model_output(
+def parse_tile_reply(
+    body: bytes, window: Window, max_features: int, answered_s: float
+) -> DetectionTable:
+    """Parse a model reply and move it to full-image pixels; its detections are stamped with
+    the time the model answered (``inferenceDT``). Runs on the thread pool for large replies."""
+    table = parse_model_output(
         body, window.col_off, window.row_off, (window.width, window.height), max_features
     )
+    return table.answered_at(answered_s)
 
 
 def distillation(request: ImageRequest) -> Distillation | None:
@@ -151,12 +155,10 @@ def feature_context(
         log.warning("image %s has no georeferencing: features stay in pixel space", info.url)
     return FeatureContext(
         sensor_model=sensor_model,
-        inference_metadata={
-            "jobId": request.job_id,
-            "inferenceDT": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        },
+        inference_metadata={"jobId": request.job_id, "inferenceDT": inference_dt(time.time())},
         source_metadata=nitf_source_metadata(info.tags, info.url),
         extra_properties=request.merged_feature_properties,
+        image_id=f"{request.job_id}:{info.url}",
     )
 
 
@@ -377,10 +379,10 @@ class ImagePipeline:
             body = await endpoint.invoke(payload, content_type(plan.tile_format))
             if (stats := tile_stats()) is not None:
                 stats.latencies_s.append(time.monotonic() - started)
-            limit = self._settings.max_reply_features
+            limit, answered_s = self._settings.max_reply_features, time.time()
             if len(body) <= INLINE_REPLY_BYTES:  # cheaper here than a trip to the pool
-                return parse_tile_reply(body, window, limit)
-            return await self._in_thread(parse_tile_reply, body, window, limit)
+                return parse_tile_reply(body, window, limit, answered_s)
+            return await self._in_thread(parse_tile_reply, body, window, limit, answered_s)
         except (EndpointError, ModelOutputError) as err:
             self._tile_failed(window, err, progress)
             return DetectionTable()

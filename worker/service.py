@@ -105,11 +105,15 @@ class Endpoints:
 class Sinks:
     """Sink factory over shared clients; outputs with a role get clients under that role."""
 
-    def __init__(self, s3: S3Client, kinesis: KinesisClient, roles: RoleClients) -> None:
-        """Share ``s3`` and ``kinesis`` between requests; assume roles through ``roles``."""
+    def __init__(
+        self, s3: S3Client, kinesis: KinesisClient, roles: RoleClients, s3_acl: str = ""
+    ) -> None:
+        """Share ``s3`` and ``kinesis`` between requests; assume roles through ``roles``;
+        write S3 objects with the canned ACL ``s3_acl`` ("" for none)."""
         self._s3 = s3
         self._kinesis = kinesis
         self._roles = roles
+        self._s3_acl = s3_acl
 
     async def for_request(self, request: ImageRequest) -> list[Sink]:
         """The request's outputs (legacy outputBucket/outputPrefix included)."""
@@ -124,7 +128,7 @@ class Sinks:
                 s3 = self._s3
                 if output.role:
                     s3 = await self._roles.client("s3", output.role)
-                sinks.append(S3Sink(s3, output.bucket, output.prefix))
+                sinks.append(S3Sink(s3, output.bucket, output.prefix, self._s3_acl))
         return sinks
 
 
@@ -183,7 +187,7 @@ async def serve(settings: Settings) -> None:
         pipeline = ImagePipeline(
             settings,
             Endpoints(settings, http, sagemaker, roles, descriptions),
-            Sinks(s3, kinesis, roles),
+            Sinks(s3, kinesis, roles, settings.s3_output_acl),
             executor,
         )
         metrics = MetricsWriter() if settings.metrics else None

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     endpoint_index: str = "active_endpoint-index"
     max_roi_vertices: Annotated[int, Field(ge=4)] = 10_000
     max_feature_properties_bytes: Annotated[int, Field(ge=2)] = 64 * 1024
+    # Canned ACL of result objects ("" for none: buckets that disable ACLs reject any but the
+    # owner's); the default lets a result bucket in another account own what it receives.
+    s3_output_acl: Literal["", "bucket-owner-full-control", "bucket-owner-read", "private"] = (
+        "bucket-owner-full-control"
+    )
 
     @property
     def allowed_image_schemes(self) -> frozenset[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -58,11 +58,13 @@ class Sink(Protocol):
 class S3Sink:
     """One FeatureCollection object per image at ``s3://bucket/prefix/<output_name>``."""
 
-    def __init__(self, client: S3Client, bucket: str, prefix: str) -> None:
-        """Write through ``client`` under ``bucket``/``prefix``."""
+    def __init__(self, client: S3Client, bucket: str, prefix: str, acl: str = "") -> None:
+        """Write through ``client`` under ``bucket``/``prefix`` with the canned ``acl``
+        ("" for none)."""
         self._client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.acl = acl
 
     def key(self, output_name: str) -> str:
         """The object key of an output."""
@@ -71,17 +73,27 @@ class S3Sink:
     async def open(self, job_id: str, output_name: str) -> SinkWriter:
         """Start the object; it is uploaded in parts once it outgrows one part."""
         del job_id
-        return S3Writer(self._client, self.bucket, self.key(output_name))
+        return S3Writer(self._client, self.bucket, self.key(output_name), acl=self.acl)
 
 
 class S3Writer:
     """A FeatureCollection object written with a multipart upload when large."""
 
-    def __init__(self, client: S3Client, bucket: str, key: str, part_bytes: int = S3_PART_BYTES):
-        """Write ``s3://bucket/key`` in parts of ``part_bytes``."""
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        part_bytes: int = S3_PART_BYTES,
+        acl: str = "",
+    ):
+        """Write ``s3://bucket/key`` in parts of ``part_bytes``, with the canned ``acl``."""
         self._client = client
         self.bucket = bucket
         self.key = key
+        self._extra: dict[str, Any] = {"ContentType": "application/geo+json"}
+        if acl:
+            self._extra["ACL"] = acl
         self._part_bytes = part_bytes
         self._buffer = bytearray(COLLECTION_HEAD)
         self._empty = True
@@ -107,7 +119,7 @@ class S3Writer:
         try:
             if self._upload_id is None:
                 reply = await self._client.create_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, ContentType="application/geo+json"
+                    Bucket=self.bucket, Key=self.key, **self._extra
                 )
                 self._upload_id = reply["UploadId"]
             number = len(self._parts) + 1
@@ -129,10 +141,7 @@ class S3Writer:
         try:
             if self._upload_id is None:
                 await self._client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    Body=bytes(self._buffer),
-                    ContentType="application/geo+json",
+                    Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer), **self._extra
                 )
             else:
                 await self._upload_part()

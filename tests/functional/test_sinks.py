@@ -74,3 +74,31 @@ def test_kinesis_batches_limits_and_shards(stack: Stack) -> None:
     assert ids == list(range(25)) + list(range(100, 106))  # the oversized one is reported, skipped
     assert all(len(r["data"]["features"]) <= 10 for r in records)
     assert len({r["shard"] for r in records}) == 2  # spread over both shards
+
+
+@pytest.mark.parametrize("size", [10, 12_000])  # one PUT, and a multipart upload
+def test_s3_objects_carry_the_canned_acl(stack: Stack, size: int) -> None:
+    # The worker's default is bucket-owner-full-control, which moto accepts but does not show
+    # in the object's grants; public-read does show, so it proves the ACL reaches S3.
+    bucket = stack.local.resources.bucket
+    key = f"sinks/acl-{size}.geojson"
+
+    async def body(s3: Any, _: Any) -> None:
+        writer = S3Writer(s3, bucket, key, part_bytes=5 * 1024 * 1024, acl="public-read")
+        await writer.write([feature(i, pad=1000) for i in range(size)])
+        await writer.close()
+        default = await S3Sink(s3, bucket, "sinks", "bucket-owner-full-control").open(
+            "j", "d.geojson"
+        )
+        await default.write([feature(1)])
+        await default.close()
+
+    run_with_clients(stack, body)
+    grants = stack.s3.get_object_acl(Bucket=bucket, Key=key)["Grants"]
+    assert any(
+        g["Grantee"].get("URI", "").endswith("/global/AllUsers") and g["Permission"] == "READ"
+        for g in grants
+    )
+    assert json.loads(stack.s3.get_object(Bucket=bucket, Key="sinks/d.geojson")["Body"].read())[
+        "features"
+    ]

@@ -65,7 +65,9 @@ def test_other_geometries_and_legacy_names(properties: dict[str, Any]) -> None:
     assert (minx, miny) == ((11, 22) if geometry.geom_type != "Point" else (13, 24))
     assert table.labels == ["ship"]
     assert json.loads(table.classes_json[0]) == [{"iri": "ship", "score": 0.7}]
-    assert table.properties_json == [""]
+    # The converted legacy names are removed; ``detection`` is the model's and stays as sent.
+    kept = {k: v for k, v in properties.items() if k == "detection"}
+    assert json.loads("{" + table.properties_json[0] + "}") == kept
 
 
 def test_feature_without_classes_is_kept() -> None:
@@ -84,7 +86,7 @@ def test_empty_collection() -> None:
         (b"not json", "not JSON"),
         (b'{"type": "Feature"}', "not a GeoJSON FeatureCollection"),
         (reply({"score": 1}), "no pixel geometry"),
-        (reply({"imageBBox": [1, 2]}), "invalid pixel geometry"),
+        (reply({"imageBBox": [1, 2]}), "imageBBox must be 4 numbers"),
         (reply({"imageBBox": [0, 0, 1, 1], "featureClasses": "x"}), "featureClasses"),
         (reply({"imageBBox": [0, 0, 1, 1], "featureClasses": [{"score": "x"}]}), "not a number"),
         (reply({"imageGeometry": {"type": "Polygon", "coordinates": []}}), "empty pixel geometry"),
@@ -147,3 +149,84 @@ def test_too_many_features_fail_the_tile() -> None:
 def test_infinite_numbers_fail_the_tile_as_invalid_json() -> None:
     with pytest.raises(ModelOutputError, match="not JSON: number is infinity"):
         parse_model_output(reply(box(10, 10, 20, 20)).replace(b"20]", b"1e999]"))
+
+
+def test_model_box_and_id_are_kept_and_shifted() -> None:
+    features = [
+        {
+            "type": "Feature",
+            "id": "a1",
+            "geometry": None,
+            "properties": {
+                "imageGeometry": {"type": "Point", "coordinates": [0.0, 0.0]},
+                "imageBBox": [1, 2, 5, 6],
+            },
+        },
+        {
+            "type": "Feature",
+            "id": 7,
+            "geometry": None,
+            "properties": {
+                "geom_imcoords": [[1, 2], [5, 2], [5, 6], [1, 6]],
+                "bounds_imcoords": [0, 1, 6, 7],
+            },
+        },
+        {"type": "Feature", "geometry": None, "properties": {"imageBBox": [3, 3, 4, 4]}},
+    ]
+    body = json.dumps({"type": "FeatureCollection", "features": features}).encode()
+    table = parse_model_output(body, 100, 200)
+    assert table.model_bboxes().tolist() == [
+        [101, 202, 105, 206],
+        [100, 201, 106, 207],
+        [103, 203, 104, 204],
+    ]
+    assert table.boxes.tolist() == [
+        [100, 200, 100, 200],
+        [101, 202, 105, 206],
+        [103, 203, 104, 204],
+    ]
+    assert table.model_ids() == ['"a1"', "7", ""]
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"id": {"x": 1}, "properties": {"imageBBox": [0, 0, 1, 1]}}, "feature 0: id must be"),
+        ({"id": True, "properties": {"imageBBox": [0, 0, 1, 1]}}, "feature 0: id must be"),
+        ({"properties": {"imageBBox": [0, 0, 1]}}, "feature 0: imageBBox must be 4 numbers"),
+        ({"properties": {"imageBBox": "0,0,1,1"}}, "feature 0: imageBBox must be 4 numbers"),
+        (
+            {
+                "properties": {
+                    "imageGeometry": {"type": "Point", "coordinates": [1, 1]},
+                    "imageBBox": [0, "a", 1, 1],
+                }
+            },
+            "feature 0: imageBBox must be 4 numbers",
+        ),
+    ],
+)
+def test_bad_box_or_id_fails_the_tile_with_the_reason(
+    feature: dict[str, Any], message: str
+) -> None:
+    body = json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", **feature}]})
+    with pytest.raises(ModelOutputError, match=message):
+        parse_model_output(body.encode())
+
+
+def test_model_properties_not_owned_by_the_worker_pass_unchanged() -> None:
+    properties = {
+        "imageBBox": [0, 0, 1, 1],
+        "modelMetadata": {"modelName": "m", "ontologyVersion": "1.0.0"},
+        "detection": {"pixelCoordinates": [[0, 0], [1, 0], [1, 1]]},
+        "custom": [1, {"nested": None}],
+        "image_id": "random",
+        "inferenceTime": "2020-01-01T00:00:00Z",
+        "detection_score": 0.5,
+        "adjusted_feature_types": {"a": 1},
+        "center_longitude": 1.0,
+    }
+    table = parse_model_output(reply(properties))
+    assert json.loads("{" + table.properties_json[0] + "}") == {
+        k: properties[k] for k in ("modelMetadata", "detection", "custom")
+    }

@@ -32,6 +32,11 @@ def box(
     return Detection(shapely.box(minx, miny, maxx, maxy), ({"iri": iri, "score": score},), {"m": 1})
 
 
+def affine_xy(cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b, c, d, e, f = TRANSFORM[:6]
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
 def features(table: DetectionTable, selection: Selection, **context: Any) -> list[dict[str, Any]]:
     ctx = FeatureContext(
         sensor_model=context.pop("sensor_model", None),
@@ -76,11 +81,88 @@ def test_geolocation_matches_pyproj() -> None:
         assert "sourceMetadata" not in props
 
 
-def test_model_properties_win_over_request_properties() -> None:
+def test_request_properties_win_over_model_properties() -> None:
     table = DetectionTable.from_detections([box(1, 2, 3, 4)])
     (feature,) = features(table, Selection(np.arange(1)), extra_properties={"m": 0, "x": 2})
-    assert feature["properties"]["m"] == 1
+    assert feature["properties"]["m"] == 0
     assert feature["properties"]["x"] == 2
+
+
+def test_request_properties_may_replace_the_workers_own() -> None:
+    # As in the reference: featureProperties are set last, inferenceMetadata included; a
+    # NITF's sourceMetadata comes after them.
+    table = DetectionTable.from_detections([box(1, 2, 3, 4)])
+    (feature,) = features(
+        table,
+        Selection(np.arange(1)),
+        extra_properties={"inferenceMetadata": {"jobId": "mine"}, "sourceMetadata": "x"},
+        source_metadata={"format": "NITF"},
+    )
+    props = feature["properties"]
+    assert props["inferenceMetadata"] == {"jobId": "mine"}
+    assert props["sourceMetadata"] == [{"format": "NITF"}]
+    assert props["m"] == 1
+
+
+def test_model_box_and_id_are_kept() -> None:
+    # A point detection with its box, and an outline whose box is not its bounds.
+    point = Detection(
+        shapely.Point(10, 20), ({"iri": "a", "score": 0.5},), {}, (0, 5, 20, 35), "model-7"
+    )
+    outline = Detection(shapely.box(100, 100, 110, 120), (), {}, (95, 98, 112, 121), 42)
+    table = DetectionTable.from_detections([point, outline])
+    sensor = AffineSensorModel(TRANSFORM, UTM)
+    first, second = features(table, Selection(np.arange(2)), sensor_model=sensor)
+    assert (first["id"], second["id"]) == ("model-7", 42)
+    assert first["properties"]["imageBBox"] == [0, 5, 20, 35]
+    assert second["properties"]["imageBBox"] == [95, 98, 112, 121]
+    to_wgs84 = Transformer.from_crs(32618, 4326, always_xy=True)
+    for feature, (minx, miny, maxx, maxy) in (
+        (first, (0, 5, 20, 35)),
+        (second, (95, 98, 112, 121)),
+    ):
+        xs, ys = affine_xy(np.array([minx, maxx]), np.array([maxy, miny]))
+        lons, lats = to_wgs84.transform(xs, ys)
+        assert feature["bbox"] == pytest.approx([lons[0], lats[0], lons[1], lats[1]], abs=1e-9)
+    assert first["geometry"]["type"] == "Point"
+    lon, lat = to_wgs84.transform(*(TRANSFORM @ (10, 20)))
+    assert (first["properties"]["center_longitude"], first["properties"]["center_latitude"]) == (
+        pytest.approx(lon, abs=1e-12),
+        pytest.approx(lat, abs=1e-12),
+    )
+
+
+def test_features_without_an_id_get_a_stable_one() -> None:
+    detections = [box(1, 2, 3, 4), box(5, 6, 7, 8), box(1, 2, 3, 4, "b")]
+    table = DetectionTable.from_detections(detections)
+    once = features(table, Selection(np.arange(3)), image_id="job:s3://b/i.tif")
+    again = features(
+        table.take(np.array([2, 0, 1])), Selection(np.arange(3)), image_id="job:s3://b/i.tif"
+    )
+    other_job = features(table, Selection(np.arange(3)), image_id="job2:s3://b/i.tif")
+    ids = [f["id"] for f in once]
+    assert len(set(ids)) == 3
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert [f["id"] for f in again] == [ids[2], ids[0], ids[1]]  # a property of the detection
+    assert not set(ids) & {f["id"] for f in other_job}
+
+
+def test_inference_time_is_the_tiles_in_whole_seconds() -> None:
+    table = DetectionTable.from_detections([box(1, 2, 3, 4), box(5, 6, 7, 8)])
+    stamped = DetectionTable.concat(
+        [table.take(np.array([0])).answered_at(1_700_000_000.75), table.take(np.array([1]))]
+    )
+    first, second = features(
+        stamped,
+        Selection(np.arange(2)),
+        inference_metadata={"jobId": "j", "inferenceDT": "2026-01-01T00:00:00Z"},
+    )
+    assert first["properties"]["inferenceMetadata"] == {
+        "jobId": "j",
+        "inferenceDT": "2023-11-14T22:13:20Z",
+    }
+    # A row without a tile time (staged by an older worker) gets the image's.
+    assert second["properties"]["inferenceMetadata"]["inferenceDT"] == "2026-01-01T00:00:00Z"
 
 
 def test_without_sensor_model_geometry_stays_in_pixels() -> None:

@@ -112,6 +112,25 @@ def test_documented_defaults_are_applied() -> None:
     assert request.algorithm.iou_threshold == 0.75
 
 
+def test_reference_defaults_for_processor_type_and_post_processing() -> None:
+    # As the reference implementation: a missing imageProcessor.type is SM_ENDPOINT and no
+    # post-processing steps (null or []) means its default NMS at 0.75.
+    post_processing: list[Any] | None
+    for post_processing in ([], None):
+        request = parse(
+            minimal(imageProcessor={"name": "my-endpoint"}, postProcessing=post_processing)
+        )
+        assert request.image_processor.type is ProcessorType.SM_ENDPOINT
+        assert request.algorithm is not None
+        assert request.algorithm.algorithm_type is AlgorithmType.NMS
+        assert request.algorithm.iou_threshold == 0.75
+
+
+def test_duplicate_removal_is_switched_off_explicitly() -> None:
+    step = {"step": "FEATURE_DISTILLATION", "algorithm": {"algorithmType": "NONE"}}
+    assert parse(minimal(postProcessing=[step])).algorithm is None
+
+
 def test_legacy_output_bucket_and_prefix() -> None:
     raw = minimal(outputBucket="legacy", outputPrefix="old/")
     del raw["outputs"]
