@@ -185,6 +185,7 @@ async def serve(settings: Settings) -> None:
             Endpoints(settings, http, sagemaker, roles, descriptions),
             Sinks(s3, kinesis, roles),
             executor,
+            roles,
         )
         metrics = MetricsWriter() if settings.metrics else None
         jobs = DynamoJobStore(
