@@ -134,6 +134,12 @@ def image_credentials(credentials: ReadCredentials, path: str) -> Iterator[None]
     environment (so ``rasterio.open`` keeps them instead of looking for keys of its own), and
     restored on exit. ``path`` is marked not to be cached past its handles' lifetime
     (``CPL_VSIL_CURL_NON_CACHED``): its blocks leave GDAL's shared cache when it is closed.
+
+    Why thread-local options: rasterio sets every option with ``CPLSetThreadLocalConfigOption``,
+    so other threads (other images, other roles) never see these keys, no ``rasterio.Env`` is
+    built per call, and a /vsis3 handle keeps the keys it was opened with for its later reads.
+    Path-specific options (``VSISetPathSpecificOption``) are process-wide per path: two jobs on
+    one URL under two roles would overwrite each other.
     """
     ensure_thread_env()
     keys = (_NON_CACHED, *_AWS_KEYS)

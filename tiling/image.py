@@ -256,15 +256,21 @@ class WindowReader:
         ensure_thread_env()  # the handle may have been opened by another thread
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
         try:
-            with self._lock, _reading_as(self._url, self._credentials):
-                if self._handle is None:
-                    self._holding = _holding(self._url, self._credentials)
-                    self._handle = _open(self._url, self._credentials)
-                return np.asarray(self._handle.read(window=rio_window))
+            with self._lock:
+                if self._credentials is None:  # the common case: nothing to set up
+                    return self._read_locked(rio_window)
+                with _reading_as(self._url, self._credentials):
+                    return self._read_locked(rio_window)
         except RasterioError as err:
             # rasterio says "Read failed. See previous exception"; GDAL's reason is the cause.
             reason = err.__cause__ or err
             raise ImageOpenError(f"cannot read {window} of {self._url}: {reason}") from err
+
+    def _read_locked(self, window: RioWindow) -> npt.NDArray[Any]:
+        if self._handle is None:
+            self._holding = _holding(self._url, self._credentials)
+            self._handle = _open(self._url, self._credentials)
+        return np.asarray(self._handle.read(window=window))
 
     def close(self) -> None:
         """Close the handle, if it was opened."""

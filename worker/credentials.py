@@ -10,6 +10,7 @@ and nothing here logs them.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -44,6 +45,9 @@ class RoleError(PermanentError):
         self.reason = reason
 
 
+# arn:<partition>:iam::<account>:role/<path/name>, as IAM spells role ARNs.
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
 # ``AioSession.create_client``: (service, **kwargs) -> async context manager of a client.
 ClientMaker = Callable[..., Any]
 
@@ -73,6 +77,10 @@ async def image_read_credentials(
     """
     if role_arn is None:
         return None
+    if not ROLE_ARN.fullmatch(role_arn):
+        raise RoleError(
+            role_arn, "not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", "imageReadRole"
+        )
     if source is None:
         raise RoleError(role_arn, "this worker cannot assume roles", "imageReadRole")
     try:

@@ -231,7 +231,9 @@ class ImagePipeline:
         try:
             info = await self._in_thread(describe_image, url, credentials)
         except ImageOpenError as err:
-            raise ImageUnavailableError(str(err)) from err
+            role = request.image_read_role
+            reason = f"{err} (read as imageReadRole {role})" if role else str(err)
+            raise ImageUnavailableError(reason) from err
         check_image_size(
             info,
             request.image_processor_tile_size,
