@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -66,9 +67,22 @@ def aws_environment(endpoint_url: str, region: str = "us-east-1") -> dict[str, s
 class LocalStack:
     """Starts and stops the emulator, the model server and workers."""
 
-    def __init__(self, log_dir: Path) -> None:
-        """Write each process's output to a file in ``log_dir``."""
+    def __init__(
+        self,
+        log_dir: Path,
+        moto_env: dict[str, str] | None = None,
+        before_provision: Callable[[str], dict[str, str]] | None = None,
+    ) -> None:
+        """Write each process's output to a file in ``log_dir``.
+
+        ``moto_env`` is added to the emulator's environment (``INITIAL_NO_AUTH_ACTION_COUNT``
+        turns IAM enforcement on after that many requests). ``before_provision`` runs with the
+        emulator's URL once it is up, before the resources are made; the variables it returns
+        (the keys to act with, say) override this stack's AWS environment.
+        """
         self.log_dir = log_dir
+        self._moto_env = moto_env or {}
+        self._before_provision = before_provision
         self.moto_port = free_port()
         self.model_port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.moto_port}"
@@ -103,7 +117,11 @@ class LocalStack:
 
     def start(self) -> Resources:
         """Start moto and the model server, wait for them, provision the resources."""
-        self._spawn("moto", ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)], {})
+        self._spawn(
+            "moto",
+            ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)],
+            self._moto_env,
+        )
         self._spawn("models", ["-m", "models", "--port", str(self.model_port)], {})
         self._spawn(
             "sagemaker-router",
@@ -116,6 +134,8 @@ class LocalStack:
         wait_until_up(f"{self.endpoint_url}/moto-api/")
         wait_until_up(f"http://127.0.0.1:{self.model_port}/ping")
         wait_until_up(f"http://127.0.0.1:{self.router_port}/")
+        if self._before_provision is not None:
+            self.aws_env.update(self._before_provision(self.endpoint_url))
         os.environ.update(self.aws_env)
         self._resources = provision(self.endpoint_url)
         return self._resources

@@ -1,7 +1,9 @@
 """Opening images (local paths and ``s3://`` through GDAL's /vsis3) and reading windows.
 
 GDAL reads its S3 endpoint and credentials from the process environment
-(``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING`` for an emulator).
+(``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING`` for an emulator). An image given
+:class:`~tiling.gdalenv.ReadCredentials` is opened and read with those instead, on whichever
+thread does it, and only for that image (:func:`tiling.gdalenv.image_credentials`).
 
 A SICD NITF (complex SAR) is recognised by the SICD XML in its data extension segments. GDAL
 reads its pixels as two bands (I and Q, or amplitude and phase), which tiles keep. A SICD too
@@ -14,6 +16,8 @@ from __future__ import annotations
 import threading
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +34,15 @@ from rasterio.windows import Window as RioWindow
 
 from tiling.encode import TileGeoref
 from tiling.errors import ImageOpenError
-from tiling.gdalenv import ensure_thread_env
+from tiling.gdalenv import (
+    ReadCredentials,
+    ensure_thread_env,
+    forget_cached,
+    holding_path,
+    image_credentials,
+    open_unshared,
+    vsi_path,
+)
 from tiling.grid import Window
 from tiling.nitf_des import SICD_DES_NAMES, XmlDes, find_xml_des
 from tiling.sensor import SensorModel, sensor_model_for
@@ -88,10 +100,37 @@ class ImageInfo:
         return TileGeoref(transform, self.crs) if transform is not None else None
 
 
-def _open_path(url: str, path: str | None = None) -> DatasetReader:
+@contextmanager
+def _reading_as(url: str, credentials: ReadCredentials | None) -> Iterator[None]:
+    """GDAL calls in the block read ``url`` with ``credentials`` (None: the worker's own)."""
+    path = vsi_path(url)
+    if credentials is None or path is None:
+        yield
+        return
+    with image_credentials(credentials, path):
+        yield
+
+
+def _holding(url: str, credentials: ReadCredentials | None) -> ExitStack:
+    """Held while a handle of ``url`` opened with ``credentials`` of its own may be open."""
+    stack = ExitStack()
+    path = vsi_path(url)
+    if credentials is not None and path is not None:
+        stack.enter_context(holding_path(path))
+    return stack
+
+
+def _open_path(
+    url: str, path: str | None = None, credentials: ReadCredentials | None = None
+) -> DatasetReader:
     ensure_thread_env()
+    vsi = vsi_path(url)
+    if credentials is None:
+        open_unshared(vsi)
+    elif vsi is not None:
+        forget_cached(vsi)  # a failure cached under other keys must not stick
     try:
-        with warnings.catch_warnings():
+        with _reading_as(url, credentials), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path or url)
     except RasterioError as err:
@@ -105,7 +144,7 @@ def _sicd_des(src: DatasetReader) -> XmlDes | None:
     return find_xml_des(listing, SICD_DES_NAMES, "SICD") if listing else None
 
 
-def _segments_vrt(url: str, src: DatasetReader) -> str:
+def _segments_vrt(url: str, src: DatasetReader, credentials: ReadCredentials | None) -> str:
     """A VRT stacking the image segments of a SICD NITF, top to bottom.
 
     Raises:
@@ -115,7 +154,7 @@ def _segments_vrt(url: str, src: DatasetReader) -> str:
     bands = [ET.SubElement(vrt, "VRTRasterBand", band=str(b + 1)) for b in range(src.count)]
     row = 0
     for name in src.subdatasets:
-        with _open_path(url, name) as segment:
+        with _open_path(url, name, credentials) as segment:
             if (segment.width, segment.count, segment.dtypes) != (src.width, src.count, src.dtypes):
                 raise ImageOpenError(
                     f"cannot open image {url}: its SICD image segments differ in width, band "
@@ -139,28 +178,33 @@ def _segments_vrt(url: str, src: DatasetReader) -> str:
     return ET.tostring(vrt, encoding="unicode")
 
 
-def _open(url: str) -> DatasetReader:
+def _open(url: str, credentials: ReadCredentials | None = None) -> DatasetReader:
     """Open an image for its pixels: a SICD in several image segments as one (a VRT)."""
-    src = _open_path(url)
+    src = _open_path(url, credentials=credentials)
     if len(src.subdatasets) < 2 or _sicd_des(src) is None:  # noqa: PLR2004 - one segment
         return src
     with src:
-        vrt = _segments_vrt(url, src)
-    return _open_path(url, vrt)
+        vrt = _segments_vrt(url, src, credentials)
+    return _open_path(url, vrt, credentials)
 
 
-def describe_image(url: str) -> ImageInfo:
-    """Read the header of an image.
+def describe_image(url: str, credentials: ReadCredentials | None = None) -> ImageInfo:
+    """Read the header of an image, with ``credentials`` if given (else the worker's own).
 
     Raises:
         ImageOpenError: If the image does not exist or GDAL cannot read it, or if it is a SICD
             whose metadata cannot be projected or does not match its pixels.
     """
-    with _open_path(url) as src:
+    with _holding(url, credentials):
+        return _describe(url, credentials)
+
+
+def _describe(url: str, credentials: ReadCredentials | None) -> ImageInfo:
+    with _open_path(url, credentials=credentials) as src, _reading_as(url, credentials):
         sicd = _sicd_des(src)
         width, height = src.width, src.height
         if sicd is not None and len(src.subdatasets) > 1:
-            with _open(url) as stacked:
+            with _open(url, credentials) as stacked:
                 width, height = stacked.width, stacked.height
         # A SICD's georeferencing is its sensor model; GDAL's IGEOLO corners are coarser.
         georeferenced = sicd is None and src.crs is not None and not src.transform.is_identity
@@ -195,10 +239,12 @@ class WindowReader:
     thread may still be reading).
     """
 
-    def __init__(self, url: str) -> None:
-        """Prepare to read ``url``."""
+    def __init__(self, url: str, credentials: ReadCredentials | None = None) -> None:
+        """Prepare to read ``url``, with ``credentials`` if given (else the worker's own)."""
         self._url = url
+        self._credentials = credentials
         self._handle: DatasetReader | None = None
+        self._holding: ExitStack | None = None
         self._lock = threading.Lock()
 
     def read(self, window: Window) -> npt.NDArray[Any]:
@@ -211,13 +257,20 @@ class WindowReader:
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
         try:
             with self._lock:
-                if self._handle is None:
-                    self._handle = _open(self._url)
-                return np.asarray(self._handle.read(window=rio_window))
+                if self._credentials is None:  # the common case: nothing to set up
+                    return self._read_locked(rio_window)
+                with _reading_as(self._url, self._credentials):
+                    return self._read_locked(rio_window)
         except RasterioError as err:
             # rasterio says "Read failed. See previous exception"; GDAL's reason is the cause.
             reason = err.__cause__ or err
             raise ImageOpenError(f"cannot read {window} of {self._url}: {reason}") from err
+
+    def _read_locked(self, window: RioWindow) -> npt.NDArray[Any]:
+        if self._handle is None:
+            self._holding = _holding(self._url, self._credentials)
+            self._handle = _open(self._url, self._credentials)
+        return np.asarray(self._handle.read(window=window))
 
     def close(self) -> None:
         """Close the handle, if it was opened."""
@@ -225,6 +278,9 @@ class WindowReader:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+            if self._holding is not None:
+                self._holding.close()
+                self._holding = None
 
     def __enter__(self) -> WindowReader:
         return self

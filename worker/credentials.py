@@ -1,20 +1,25 @@
-"""Clients under assumed roles: STS AssumeRole, cached per role, refreshed before expiry.
+"""Clients and image-read keys under assumed roles: STS AssumeRole, cached per role,
+refreshed before expiry.
 
-Credentials never leave this module: they are handed to the client constructor only, and
-nothing here logs them.
+One STS cache serves both: the clients of any service under a role, and the plain keys an
+image is read with through GDAL (``imageReadRole``). Credentials leave this module only to a
+client constructor or as :class:`tiling.gdalenv.ReadCredentials` (whose ``repr`` hides them),
+and nothing here logs them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from tiling.gdalenv import ReadCredentials
 from worker.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
@@ -25,14 +30,69 @@ log = logging.getLogger(__name__)
 SESSION_NAME = "modelrunner"
 SESSION_DURATION_S = 3600
 REFRESH_MARGIN_S = 300
+# Keys handed to GDAL live in the handles opened with them, for a whole region's reads: they
+# are taken with at least this long left (a region's deadline is its visibility timeout).
+READ_VALIDITY_S = 1800
 
 
 class RoleError(PermanentError):
     """A role cannot be assumed (denied, malformed ARN)."""
 
+    def __init__(self, role_arn: str, reason: str, field: str = "role") -> None:
+        """The role, what STS (or the ARN check) said, and the request field naming it."""
+        super().__init__(f"cannot assume {field} {role_arn}: {reason}")
+        self.role_arn = role_arn
+        self.reason = reason
+
+
+# arn:<partition>:iam::<account>:role/<path/name>, as IAM spells role ARNs.
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 # ``AioSession.create_client``: (service, **kwargs) -> async context manager of a client.
 ClientMaker = Callable[..., Any]
+
+
+class ReadCredentialSource(Protocol):
+    """Keys of a role to read images with (``imageReadRole``)."""
+
+    async def read_credentials(self, role_arn: str) -> ReadCredentials:
+        """Keys of ``role_arn``, valid long enough for a region's reads.
+
+        Raises:
+            RoleError: If the role cannot be assumed.
+            RetryableError: If the role's keys cannot be had now.
+        """
+        ...
+
+
+async def image_read_credentials(
+    source: ReadCredentialSource | None, role_arn: str | None
+) -> ReadCredentials | None:
+    """The keys to read a request's images with: its ``imageReadRole``'s, None without one.
+
+    Raises:
+        RoleError: Naming ``imageReadRole``, if the role cannot be assumed (or there is no
+            ``source`` to assume it with).
+        RetryableError: If STS cannot be reached.
+    """
+    if role_arn is None:
+        return None
+    if not ROLE_ARN.fullmatch(role_arn):
+        raise RoleError(
+            role_arn, "not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", "imageReadRole"
+        )
+    if source is None:
+        raise RoleError(role_arn, "this worker cannot assume roles", "imageReadRole")
+    try:
+        return await source.read_credentials(role_arn)
+    except RoleError as err:
+        raise RoleError(role_arn, err.reason, "imageReadRole") from err
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    credentials: ReadCredentials
+    expires_at: float
 
 
 @dataclass(slots=True)
@@ -43,14 +103,41 @@ class _Entry:
 
 
 class RoleClients:
-    """Clients of any service under any role, one per (service, role) until near expiry."""
+    """Clients of any service under any role, one per (service, role) until near expiry, and
+    the role's keys themselves for image reads; one STS call per role until near expiry."""
 
-    def __init__(self, create_client: ClientMaker, sts: STSClient, region: str) -> None:
-        """Assume roles through ``sts``; make clients with ``create_client`` in ``region``."""
+    def __init__(
+        self,
+        create_client: ClientMaker,
+        sts: STSClient,
+        region: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Assume roles through ``sts``; make clients with ``create_client`` in ``region``;
+        tell the time (seconds since the epoch) with ``clock``."""
         self._create_client = create_client
         self._sts = sts
         self._region = region
+        self._clock = clock
+        self._keys: dict[str, _Keys] = {}
         self._entries: dict[tuple[str, str], _Entry] = {}
+
+    async def read_credentials(self, role_arn: str) -> ReadCredentials:
+        """Keys of ``role_arn`` with at least ``READ_VALIDITY_S`` left, for reading an image.
+
+        Raises:
+            RoleError: If STS refuses the role.
+            RetryableError: If STS cannot be reached.
+        """
+        return (await self._role_keys(role_arn, READ_VALIDITY_S)).credentials
+
+    async def _role_keys(self, role_arn: str, min_valid_s: float) -> _Keys:
+        keys = self._keys.get(role_arn)
+        if keys is None or keys.expires_at - min_valid_s <= self._clock():
+            keys = await self._assume(role_arn)
+            self._keys[role_arn] = keys
+            log.info("assumed role %s", role_arn)
+        return keys
 
     async def client(self, service: str, role_arn: str) -> Any:
         """A client of ``service`` acting as ``role_arn``.
@@ -61,26 +148,27 @@ class RoleClients:
         """
         key = (service, role_arn)
         entry = self._entries.get(key)
-        if entry is not None and entry.expires_at - REFRESH_MARGIN_S > time.time():
+        if entry is not None and entry.expires_at - REFRESH_MARGIN_S > self._clock():
             return entry.client
         if entry is not None:
             await entry.stack.aclose()
-        credentials = await self._assume(role_arn)
+            del self._entries[key]
+        keys = await self._role_keys(role_arn, REFRESH_MARGIN_S)
         stack = AsyncExitStack()
         client = await stack.enter_async_context(
             self._create_client(
                 service,
                 region_name=self._region,
-                aws_access_key_id=credentials["AccessKeyId"],
-                aws_secret_access_key=credentials["SecretAccessKey"],
-                aws_session_token=credentials["SessionToken"],
+                aws_access_key_id=keys.credentials.access_key_id,
+                aws_secret_access_key=keys.credentials.secret_access_key,
+                aws_session_token=keys.credentials.session_token,
             )
         )
-        self._entries[key] = _Entry(client, stack, credentials["Expiration"].timestamp())
+        self._entries[key] = _Entry(client, stack, keys.expires_at)
         log.info("using role %s for %s", role_arn, service)
         return client
 
-    async def _assume(self, role_arn: str) -> Any:
+    async def _assume(self, role_arn: str) -> _Keys:
         try:
             reply = await self._sts.assume_role(
                 RoleArn=role_arn,
@@ -88,10 +176,20 @@ class RoleClients:
                 DurationSeconds=SESSION_DURATION_S,
             )
         except ClientError as err:
-            raise RoleError(f"cannot assume role {role_arn}: {err}") from err
+            raise RoleError(role_arn, str(err)) from err
+        except ParamValidationError as err:  # a malformed ARN, refused before sending
+            raise RoleError(role_arn, str(err).replace("\n", " ")) from err
         except BotoCoreError as err:
             raise RetryableError(f"STS unavailable assuming {role_arn}: {err}") from err
-        return reply["Credentials"]
+        credentials = reply["Credentials"]
+        return _Keys(
+            ReadCredentials(
+                credentials["AccessKeyId"],
+                credentials["SecretAccessKey"],
+                credentials["SessionToken"],
+            ),
+            credentials["Expiration"].timestamp(),
+        )
 
     async def close(self) -> None:
         """Close every client created."""

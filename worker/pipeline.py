@@ -32,8 +32,10 @@ from postprocessing.features import (
 from postprocessing.table import DetectionTable
 from tiling.encode import content_type, encode_tile
 from tiling.errors import ImageOpenError, TilingError
+from tiling.gdalenv import ReadCredentials
 from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
+from worker.credentials import ReadCredentialSource, image_read_credentials
 from worker.endpoints import ModelEndpoint
 from worker.errors import EndpointError, ImageUnavailableError, PermanentError
 from worker.jobstore import ImageOutcome
@@ -172,6 +174,7 @@ class ImageJob:
     plan: ImagePlan
     regions: list[Region]
     region_px: int
+    credentials: ReadCredentials | None = None  # imageReadRole's keys; None: the worker's
 
     @property
     def url(self) -> str:
@@ -202,12 +205,15 @@ class ImagePipeline:
         endpoints: EndpointFactory,
         sinks: SinkFactory,
         executor: Executor,
+        read_roles: ReadCredentialSource | None = None,
     ) -> None:
-        """Wire the pipeline to its ports."""
+        """Wire the pipeline to its ports; ``read_roles`` serves requests with an
+        ``imageReadRole`` (without it such requests fail)."""
         self._settings = settings
         self._endpoints = endpoints
         self._sinks = sinks
         self._executor = executor
+        self._read_roles = read_roles
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -223,10 +229,13 @@ class ImagePipeline:
             PermanentError: If the request cannot be applied to the image.
         """
         url = request.image_urls[index]
+        credentials = await image_read_credentials(self._read_roles, request.image_read_role)
         try:
-            info = await self._in_thread(describe_image, url)
+            info = await self._in_thread(describe_image, url, credentials)
         except ImageOpenError as err:
-            raise ImageUnavailableError(str(err)) from err
+            role = request.image_read_role
+            reason = f"{err} (read as imageReadRole {role})" if role else str(err)
+            raise ImageUnavailableError(reason) from err
         check_image_size(
             info,
             request.image_processor_tile_size,
@@ -240,9 +249,8 @@ class ImagePipeline:
             region_px or self._settings.region_size_px,
             request.image_processor_tile_overlap,
         )
-        return ImageJob(
-            request, index, info, plan, regions, region_px or self._settings.region_size_px
-        )
+        region_px = region_px or self._settings.region_size_px
+        return ImageJob(request, index, info, plan, regions, region_px, credentials)
 
     async def run_region(
         self, job: ImageJob, region: Region, progress: TileProgress
@@ -334,7 +342,7 @@ class ImagePipeline:
         found: list[DetectionTable] = []
 
         async def encoder(band: list[Window]) -> None:
-            with WindowReader(job.url) as reader:
+            with WindowReader(job.url, job.credentials) as reader:
                 for start in range(0, len(band), batch):
                     windows = band[start : start + batch]
                     encoded = await self._in_thread(

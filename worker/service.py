@@ -189,6 +189,7 @@ async def serve(settings: Settings) -> None:
             Endpoints(settings, http, sagemaker, roles, descriptions),
             Sinks(s3, kinesis, roles, settings.s3_output_acl),
             executor,
+            roles,
         )
         metrics = MetricsWriter() if settings.metrics else None
         jobs = DynamoJobStore(
