@@ -128,8 +128,9 @@ class LocalStack:
             [
                 *("-m", "infra.sagemaker_router", "--port", str(self.router_port)),
                 *("--model-url", self.model_url),
+                *("--control-plane", self.endpoint_url),
             ],
-            {},
+            dict(self.aws_env),  # credentials for asking the emulator which endpoints exist
         )
         wait_until_up(f"{self.endpoint_url}/moto-api/")
         wait_until_up(f"http://127.0.0.1:{self.model_port}/ping")

@@ -3,8 +3,15 @@
 Answers ``POST /endpoints/<name>/invocations`` (what boto3 and aiobotocore send when
 ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` points here) by forwarding the body to a model server's
 ``/invocations``. The endpoint name selects the synthetic model (``model_selection=<name>``)
-unless the request's CustomAttributes choose one. Model errors come back as SageMaker does:
-424 ``ModelError`` with the model's status, 429 ``ThrottlingException`` for throttling.
+unless the request's CustomAttributes choose one. Errors come back as SageMaker sends them: an
+endpoint that does not exist is a 400 ``ValidationError`` ("Endpoint <name> of account ...
+not found."), whatever the CustomAttributes say, so a typo in an endpoint name fails locally as
+it would on AWS; model errors are a 424 ``ModelError`` with the model's status, throttling a
+429 ``ThrottlingException``.
+
+An endpoint exists when its name is one of ``--endpoints`` (the synthetic models by default) or
+when the emulator's SageMaker control plane (``--control-plane``) describes it, as for the
+endpoints a test creates there.
 """
 
 from __future__ import annotations
@@ -12,11 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from http.server import ThreadingHTTPServer
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
 from models.server import JsonHandler, serve_until_signalled
+from models.synthetic import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +36,7 @@ ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 FORWARD_TIMEOUT_S = 60
 THROTTLED = 429
 MAX_BODY_BYTES = 256 * 1024 * 1024
+ACCOUNT_ID = "123456789012"
 
 
 class RouterHandler(JsonHandler):
@@ -36,6 +49,11 @@ class RouterHandler(JsonHandler):
         parts = self.path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "endpoints" or parts[2] != "invocations":  # noqa: PLR2004
             self._error(404, "UnknownOperationException", f"no route for {self.path}")
+            return
+        if not self.server.endpoint_exists(parts[1]):
+            self._error(
+                400, "ValidationError", f"Endpoint {parts[1]} of account {ACCOUNT_ID} not found."
+            )
             return
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 < length <= MAX_BODY_BYTES:
@@ -73,14 +91,43 @@ class RouterHandler(JsonHandler):
 
 
 class RouterServer(ThreadingHTTPServer):
-    """Threading server that knows the model server URL."""
+    """Threading server that knows the model server URL and which endpoints exist."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], model_url: str) -> None:
-        """Bind to ``address`` and forward to ``model_url``."""
+    def __init__(
+        self,
+        address: tuple[str, int],
+        model_url: str,
+        endpoints: frozenset[str] = frozenset(MODELS),
+        control_plane: str | None = None,
+    ) -> None:
+        """Bind to ``address`` and forward to ``model_url`` the calls to ``endpoints`` and to
+        the endpoints the SageMaker API at ``control_plane`` (an emulator) describes."""
         super().__init__(address, RouterHandler)
         self.model_url = model_url
+        self._known = set(endpoints)
+        self._control_plane = control_plane
+        self._lock = threading.Lock()
+
+    def endpoint_exists(self, name: str) -> bool:
+        """A configured endpoint, or one the control plane describes (remembered once seen)."""
+        with self._lock:
+            if name in self._known:
+                return True
+        if self._control_plane is None:
+            return False
+        client = boto3.client(
+            "sagemaker", endpoint_url=self._control_plane, region_name="us-east-1"
+        )
+        try:
+            client.describe_endpoint(EndpointName=name)
+        except (ClientError, BotoCoreError) as err:
+            log.info("endpoint %s not found: %s", name, err)
+            return False
+        with self._lock:
+            self._known.add(name)
+        return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,9 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--model-url", default="http://127.0.0.1:8080/invocations")
+    parser.add_argument(
+        "--endpoints",
+        default=",".join(sorted(MODELS)),
+        help="comma-separated endpoint names that exist (default: the synthetic models)",
+    )
+    parser.add_argument(
+        "--control-plane", help="SageMaker API (an emulator) that knows of other endpoints"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = RouterServer((args.host, args.port), args.model_url)
+    endpoints = frozenset(n.strip() for n in args.endpoints.split(",") if n.strip())
+    server = RouterServer((args.host, args.port), args.model_url, endpoints, args.control_plane)
     log.info("SageMaker runtime router on http://%s:%d -> %s", args.host, args.port, args.model_url)
     serve_until_signalled(server)
 
