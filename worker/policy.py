@@ -15,6 +15,8 @@ from worker.messages import ImageRequest, ProcessorType
 
 _LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
 _METADATA_V6 = ipaddress.ip_address("fd00:ec2::254")
+# The names of this machine's loopback interface: allowing one allows them all.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def image_scheme(url: str) -> str:
@@ -60,7 +62,7 @@ def check_endpoint(request: ImageRequest, hosts: frozenset[str]) -> None:
         raise InvalidRequestError(f"imageProcessor.name: {url!r} is not an http(s) URL")
     host = parts.hostname.lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    if host not in hosts and f"{host}:{port}" not in hosts:
+    if not host_allowed(host, port, hosts):
         allowed = ", ".join(sorted(hosts)) or "none"
         raise InvalidRequestError(
             f"imageProcessor.name: host {host} is not an allowed model host (allowed: {allowed};"
@@ -75,6 +77,12 @@ def check_endpoint(request: ImageRequest, hosts: frozenset[str]) -> None:
         raise InvalidRequestError(
             f"imageProcessor.name: {host} resolves to a link-local/metadata address ({bad[0]})"
         )
+
+
+def host_allowed(host: str, port: int, hosts: frozenset[str]) -> bool:
+    """``host`` (or ``host:port``) is in ``hosts``; loopback names stand for each other."""
+    names = LOOPBACK_NAMES if host in LOOPBACK_NAMES else frozenset({host})
+    return any(name in hosts or f"{name}:{port}" in hosts for name in names)
 
 
 def check_image_size(info: ImageInfo, tile_size: int, max_pixels: int, max_tile_bytes: int) -> None:

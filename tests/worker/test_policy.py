@@ -62,6 +62,17 @@ def test_endpoint_hosts() -> None:
         check_endpoint(request(endpoint="file:///etc/passwd"), frozenset({"127.0.0.1"}))
 
 
+@pytest.mark.parametrize("allowed", ["127.0.0.1", "localhost", "::1", "localhost:8080"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_loopback_names_stand_for_each_other(allowed: str, host: str) -> None:
+    check_endpoint(request(endpoint=f"http://{host}:8080/invocations"), frozenset({allowed}))
+
+
+def test_loopback_allowed_does_not_allow_other_hosts() -> None:
+    with pytest.raises(InvalidRequestError, match="host example.com is not an allowed model host"):
+        check_endpoint(request(endpoint="http://example.com/invocations"), frozenset({"localhost"}))
+
+
 @pytest.mark.parametrize(
     "endpoint",
     [
