@@ -69,7 +69,9 @@ def test_loopback_names_stand_for_each_other(allowed: str, host: str) -> None:
 
 
 def test_loopback_allowed_does_not_allow_other_hosts() -> None:
-    with pytest.raises(InvalidRequestError, match="host example.com is not an allowed model host"):
+    with pytest.raises(
+        InvalidRequestError, match=r"host example\.com is not an allowed model host"
+    ):
         check_endpoint(request(endpoint="http://example.com/invocations"), frozenset({"localhost"}))
 
 
