@@ -1,8 +1,9 @@
 """``make run``: one job end to end on the embedded local stack.
 
 Starts moto, the model server and a worker on 127.0.0.1, uploads the sample NITF image,
-submits a request, shows progress until the terminal status, prints where the result is and a
-summary, then stops everything it started.
+submits a request, shows progress until the terminal status, keeps the result (the GeoJSON
+and a preview PNG of the image with the detections) in ``results/`` and prints their paths with
+a summary, then stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import boto3
 
 from infra.local_stack import SAMPLE_IMAGE, LocalStack
 from worker.cli import submit, wait_for_job
+from worker.preview import preview
 
 LOG_DIR = Path(".local-stack")
+RESULTS_DIR = Path("results")
 JOB_TIMEOUT_S = 300.0
 
 
@@ -77,7 +80,13 @@ def run() -> int:
         result_key = f"results/{parsed.job_id}.geojson"
         body = s3.get_object(Bucket=resources.bucket, Key=result_key)["Body"].read()
         features = json.loads(body)["features"]
+        RESULTS_DIR.mkdir(exist_ok=True)
+        geojson = RESULTS_DIR / f"{parsed.job_id}.geojson"
+        geojson.write_bytes(body)
+        picture = RESULTS_DIR / f"{parsed.job_id}.png"
+        preview(str(SAMPLE_IMAGE), json.loads(body), str(picture))
         _say(f"result: s3://{resources.bucket}/{result_key} ({len(features)} features)")
+        _say(f"kept here: {geojson} and {picture} (the image with each feature's box)")
         if features:
             first = dict(features[0])
             first["geometry"] = "(WGS84 polygon, omitted)"

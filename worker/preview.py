@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
 from tiling.gdalenv import ensure_thread_env
 
@@ -19,7 +21,9 @@ def read_overview(url: str, max_side_px: int) -> tuple[npt.NDArray[np.uint8], fl
     """The image reduced to at most ``max_side_px`` a side, as 8-bit RGB (3, rows, cols), and
     the scale from full-image pixels to preview pixels."""
     ensure_thread_env()
-    with rasterio.open(url) as src:
+    with warnings.catch_warnings(), rasterio.open(url) as src:
+        # A picture needs no georeferencing: say nothing on the user's terminal.
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scale = min(1.0, max_side_px / max(src.width, src.height))
         rows, cols = max(1, round(src.height * scale)), max(1, round(src.width * scale))
         bands = [1, 2, 3] if src.count >= RGB_BANDS else [1]
@@ -62,11 +66,13 @@ def feature_boxes(collection: dict[str, Any]) -> list[list[float]]:
 
 
 def write_png(path: str, rgb: npt.NDArray[np.uint8]) -> None:
-    """Write an RGB array as PNG."""
-    with rasterio.open(
-        path, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1], count=3, dtype="uint8"
-    ) as dst:
-        dst.write(rgb)
+    """Write an RGB array as PNG (a picture: no georeferencing, and no warning about it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            path, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1], count=3, dtype="uint8"
+        ) as dst:
+            dst.write(rgb)
 
 
 def preview(url: str, collection: dict[str, Any], path: str, max_side_px: int = 1024) -> int:
