@@ -13,14 +13,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
 
 from worker.errors import InvalidRequestError
-from worker.follow import JobProgress, follow, subscribe
+from worker.follow import JobProgress, Submission, ended_for, follow, subscribe
 from worker.messages import ImageRequest, RequestLimits, parse_image_request
 from worker.preview import preview
 from worker.settings import Settings
@@ -73,15 +72,6 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
-@dataclass(frozen=True)
-class Submission:
-    """A request as sent: its SQS message id (the worker records it as the run's
-    ``submission_id``) and when it was sent (epoch seconds, this machine's clock)."""
-
-    message_id: str
-    sent_at_s: float
-
-
 def send_request(sqs: SQSClient, queue_url: str, request: dict[str, Any]) -> Submission:
     """Send a request (already validated) to the image queue."""
     sent_at_s = time.time()
@@ -119,18 +109,6 @@ def image_records(
             record["regions_done"] = str(len(item.get("regions_done", {}).get("NS", [])))
             records.append(record)
     return records
-
-
-def ended_for(record: dict[str, str], submission: Submission | None) -> bool:
-    """Whether the record shows the image ended for ``submission``: the run it started, or a
-    run that ended after it was sent (the one it joined); not an earlier run of the job."""
-    if not Status(record["status"]).terminal:
-        return False
-    if submission is None:
-        return True
-    if record.get("submission_id") == submission.message_id:
-        return True
-    return float(record.get("end_time") or 0) >= submission.sent_at_s
 
 
 def wait_for_job(

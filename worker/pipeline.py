@@ -41,7 +41,7 @@ from worker.metrics import tile_stats
 from worker.output import write_outputs
 from worker.plan import ImagePlan, plan_image
 from worker.policy import check_image_size
-from worker.records import ImageOutcome
+from worker.records import ImageOutcome, all_tiles_failed
 from worker.regions import Region, split_regions
 from worker.settings import Settings
 from worker.sinks import Sink
@@ -265,20 +265,12 @@ class ImagePipeline:
         Raises:
             SinkError: If an output could not be written.
         """
+        if (failed_outcome := all_tiles_failed(staged, started)) is not None:
+            return failed_outcome
         request, url = job.request, job.url
         failures = tuple(f for s in staged for f in s.failed_tiles)
         failed = sum(s.failed_count for s in staged)
         tile_count = sum(s.tile_count for s in staged)
-        if tile_count and failed >= tile_count:
-            first = failures[0].reason if failures else "no tile was processed"
-            return ImageOutcome(
-                status=Status.FAILED,
-                tile_count=tile_count,
-                failed_tiles=failed,
-                duration_s=time.time() - started,
-                reason=f"all {failed} tiles failed; first: {first}",
-                failed_tile_list=failures,
-            )
         table = await self._in_thread(DetectionTable.concat, [s.table for s in staged])
         selection = await self._in_thread(
             suppress_duplicates, table, distillation(request), job.plan.layout
