@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import boto3
 
 from worker.errors import InvalidRequestError
-from worker.follow import JobProgress, follow, subscribe
+from worker.follow import JobProgress, Submission, ended_for, follow, subscribe
 from worker.messages import ImageRequest, RequestLimits, parse_image_request
 from worker.preview import preview
 from worker.settings import Settings
@@ -72,6 +72,13 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
+def send_request(sqs: SQSClient, queue_url: str, request: dict[str, Any]) -> Submission:
+    """Send a request (already validated) to the image queue."""
+    sent_at_s = time.time()
+    reply = sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(request))
+    return Submission(reply["MessageId"], sent_at_s)
+
+
 def submit(
     sqs: SQSClient,
     queue_url: str,
@@ -83,9 +90,8 @@ def submit(
     Raises:
         InvalidRequestError: If the request is not valid.
     """
-    body = json.dumps(request)
-    parsed = parse_image_request(body, limits)
-    sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    parsed = parse_image_request(json.dumps(request), limits)
+    send_request(sqs, queue_url, request)
     return parsed
 
 
@@ -112,8 +118,12 @@ def wait_for_job(
     timeout_s: float,
     report: Callable[[str], None],
     poll_interval_s: float = POLL_INTERVAL_S,
+    submission: Submission | None = None,
 ) -> list[dict[str, str]]:
     """Poll the job records until every image is terminal; report progress as it changes.
+
+    With a ``submission``, an image counts as ended only once it ended for that submission
+    (see :func:`ended_for`): a job submitted again is not over because its last run was.
 
     Raises:
         TimeoutError: If the images are not terminal after ``timeout_s``.
@@ -130,7 +140,7 @@ def wait_for_job(
         if line and line != last:
             report(f"job {request.job_id}: {line}")
             last = line
-        terminal = [r for r in records if Status(r["status"]).terminal]
+        terminal = [r for r in records if ended_for(r, submission)]
         if len(terminal) == len(request.image_urls):
             return records
         time.sleep(poll_interval_s)
@@ -286,9 +296,11 @@ def run_submit(args: argparse.Namespace, settings: Settings, session: boto3.sess
                 return 1
             records = image_records(dynamodb, settings.job_table, parsed)
         else:  # no topic to listen to: follow the job records instead
-            submit(sqs, queue_url, body, settings.request_limits)
+            sent = send_request(sqs, queue_url, body)
             _say(f"submitted job {parsed.job_id}")
-            records = wait_for_job(dynamodb, settings.job_table, parsed, args.timeout, _say)
+            records = wait_for_job(
+                dynamodb, settings.job_table, parsed, args.timeout, _say, submission=sent
+            )
     except TimeoutError as err:
         _err(str(err))
         return 1

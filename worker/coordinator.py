@@ -7,6 +7,13 @@ image's set of finished regions. The worker whose region completes the set claim
 records the terminal outcome once and publishes it. Every step is safe to repeat, so a
 redelivered or crashed message is simply done again; the message that completes an image is
 only deleted after the image's terminal status is out.
+
+A request for an image that has ended: a redelivery of the message that started its run (same
+submission id) publishes the recorded terminal status again and runs nothing; a new submission
+(another message id) runs the image again from scratch as its next run (STARTED, regions,
+outputs rewritten, a new terminal status). A request for an image still in progress joins the
+run in progress, as a redelivery does. Region messages carry their run: one of an earlier run
+is acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from postprocessing.table import DetectionTable
 from tiling.grid import Window
 from worker.capacity import image_load
 from worker.errors import FinalisingElsewhere, PermanentError
-from worker.jobstore import ImageOutcome, ImageRecord, JobStore
+from worker.jobstore import JobStore
 from worker.messages import ImageRequest, RegionRequest
 from worker.metrics import (
     MetricsWriter,
@@ -35,10 +42,18 @@ from worker.metrics import (
 )
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress
 from worker.queue import DeadLetters, MessageSender
+from worker.records import ImageOutcome, ImageRecord, RunPlan
 from worker.regions import Region
+from worker.reports import (
+    describe_outcome,
+    outcome_event,
+    progress_event,
+    region_event,
+    started_event,
+)
 from worker.settings import Settings
 from worker.staging import FailedTile, StagedRegion, Staging
-from worker.status import Status, StatusEvent, StatusPublisher
+from worker.status import Status, StatusPublisher
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +61,6 @@ log = logging.getLogger(__name__)
 def metric_dimensions(job: ImageJob) -> dict[str, str]:
     """The dimensions of an image's metrics: the model and the input format."""
     return {"Model": job.request.image_processor.name, "InputFormat": job.info.driver}
-
-
-def describe_outcome(url: str, outcome: ImageOutcome) -> str:
-    """The description of an image's terminal status."""
-    if outcome.status is Status.FAILED:
-        return f"image {url} failed: {outcome.reason}"
-    text = (
-        f"image {url}: {outcome.tile_count} tiles ({outcome.failed_tiles} failed),"
-        f" {outcome.feature_count} features in {outcome.duration_s:.1f}s"
-    )
-    if outcome.failed_tile_list:
-        shown = "; ".join(outcome.failed_tile_list[:5])
-        more = len(outcome.failed_tile_list) - 5
-        text += f"; failed tiles (row,col size): {shown}" + (
-            f" and {more} more" if more > 0 else ""
-        )
-    return text
 
 
 @dataclass(frozen=True)
@@ -114,8 +112,11 @@ class Coordinator:
 
     # ---- images -------------------------------------------------------------------------
 
-    async def start_image(self, request: ImageRequest, index: int, body: str) -> str | None:
-        """Plan image ``index``, fan its regions out and run region 1.
+    async def start_image(
+        self, request: ImageRequest, index: int, body: str, submission_id: str = ""
+    ) -> str | None:
+        """Plan image ``index``, fan its regions out and run region 1 (or, for a redelivered
+        request of an image that has ended, publish its recorded status again).
 
         Returns:
             The reason if the image failed in planning (so the request goes to the dead-letter
@@ -126,38 +127,31 @@ class Coordinator:
         """
         url = request.image_urls[index]
         set_log_context(job_id=request.job_id, image_id=f"{request.job_id}:{url}")
+        if await self._ended_for(
+            request, index, await self._jobs.get(request.job_id, url), submission_id
+        ):
+            return None
         try:
             job = await self._pipeline.plan(request, index)
         except PermanentError as err:
             log.warning("job %s image %s cannot be processed: %s", request.job_id, url, err)
-            await self.fail_image(request, index, str(err))
+            await self.fail_image(request, index, str(err), submission_id)
             return f"{url}: {err}"
-        record = await self._jobs.open_image(
-            request.job_id,
-            url,
+        plan = RunPlan(
             request.job_name,
             len(job.regions),
             job.tile_count,
             self._settings.job_deadline_s,
+            submission_id=submission_id,
             endpoint=request.image_processor.name,
             load=image_load(job.tile_count, len(job.regions), self._settings.endpoint_concurrency),
         )
-        if record.final_status is not None:
-            log.warning("job %s image %s already ended %s", job.job_id, url, record.final_status)
-            await self._publish_recorded(job.request, index)
+        record = await self._jobs.open_image(request.job_id, url, plan)
+        if await self._ended_for(request, index, record, submission_id):
             return None
         if record.created:
             await self._status.publish(
-                StatusEvent(
-                    status=Status.STARTED,
-                    job_id=job.job_id,
-                    description=(
-                        f"processing image {url}: {job.tile_count} tiles in"
-                        f" {len(job.regions)} region(s)"
-                    ),
-                    image_url=url,
-                    tile_count=job.tile_count,
-                )
+                started_event(job.job_id, url, job.tile_count, len(job.regions), record.run)
             )
         log.info(
             "job %s image %s: %dx%d px, %d bands %s; %d tiles in %d region(s) over %s",
@@ -173,16 +167,43 @@ class Coordinator:
         )
         for region in job.regions[1:]:
             if region.region_id not in record.regions_done:
-                await self._region_queue.send(self._region_message(job, region, body))
+                await self._region_queue.send(self._region_message(job, region, body, record.run))
         await self._run_region(job, job.regions[0], record)
         return None
 
-    async def fail_image(self, request: ImageRequest, index: int, reason: str) -> None:
+    async def _ended_for(
+        self, request: ImageRequest, index: int, record: ImageRecord | None, submission_id: str
+    ) -> bool:
+        """Whether the image has ended for this request: if so, its status went out again."""
+        if record is None or record.final_status is None:
+            return False
+        url = request.image_urls[index]
+        if record.redelivered(submission_id):
+            log.info(
+                "job %s image %s: request redelivered after run %d ended %s; status again",
+                request.job_id,
+                url,
+                record.run,
+                record.final_status,
+            )
+            await self._republish(request, index, record)
+            return True
+        if submission_id:
+            return False  # a new submission: open_image starts the next run
+        log.warning("job %s image %s already ended %s", request.job_id, url, record.final_status)
+        await self._publish_recorded(request, index)
+        return True
+
+    async def fail_image(
+        self, request: ImageRequest, index: int, reason: str, submission_id: str = ""
+    ) -> None:
         """End an image FAILED (once), whatever state its record is in."""
         url = request.image_urls[index]
-        record = await self._jobs.open_image(
-            request.job_id, url, request.job_name, 0, 0, self._settings.job_deadline_s
-        )
+        plan = RunPlan(request.job_name, 0, 0, self._settings.job_deadline_s, submission_id)
+        record = await self._jobs.open_image(request.job_id, url, plan)
+        if record.final_status is not None and record.redelivered(submission_id):
+            await self._republish(request, index, record)
+            return
         await self._fail_recorded(request, index, record, reason)
 
     async def _fail_recorded(
@@ -203,8 +224,14 @@ class Coordinator:
             ):
                 log.info("job %s image %s: another worker is ending it", request.job_id, url)
                 return
-            duration_s = time.time() - record.start_time
-            outcome = ImageOutcome(Status.FAILED, duration_s=duration_s, reason=reason)
+            # Nothing of a FAILED image is output: every tile counts as failed.
+            outcome = ImageOutcome(
+                Status.FAILED,
+                tile_count=record.tile_count,
+                failed_tiles=record.tile_count,
+                duration_s=time.time() - record.start_time,
+                reason=reason,
+            )
             if not await self._jobs.finish(request.job_id, url, self._worker_id, outcome):
                 return
             record = await self._get(request, index)
@@ -226,6 +253,8 @@ class Coordinator:
             region_id=str(region_request.region_id),
         )
         record = await self._get(request, index)
+        if self._stale(region_request, record):
+            return
         if record.final_status is not None:
             log.info(
                 "job %s image %d region %d: image already ended %s",
@@ -257,15 +286,46 @@ class Coordinator:
             lost_tiles=region_request.tile_count - 1,
         )
         record = await self._get(request, index)
-        if record.final_status is not None:
+        if record.final_status is not None or self._stale(region_request, record):
             return
-        await self._staging.put(request.job_id, index, region_id, lost)
+        await self._staging.put(request.job_id, index, region_id, lost, record.run)
         await self._publish_region(
             request, index, region_id, region_request.region_count, record, lost
         )
-        record = await self._jobs.region_done(request.job_id, request.image_urls[index], region_id)
-        if record.complete:
-            await self._finalise_when_complete(request, index, record)
+        done = await self._region_done(request, index, region_id, record.run)
+        if done is not None and done.complete:
+            await self._finalise_when_complete(request, index, done)
+
+    @staticmethod
+    def _stale(region_request: RegionRequest, record: ImageRecord) -> bool:
+        """A region message of an earlier run of the image (to be acknowledged and ignored)."""
+        if region_request.run == record.run:
+            return False
+        log.info(
+            "job %s image %d region %d: of run %d, but the image is on run %d: ignored",
+            region_request.job_id,
+            region_request.image_index,
+            region_request.region_id,
+            region_request.run,
+            record.run,
+        )
+        return True
+
+    async def _region_done(
+        self, request: ImageRequest, index: int, region_id: int, run: int
+    ) -> ImageRecord | None:
+        """Record the region as done in ``run``; None if the image has moved on to another run."""
+        url = request.image_urls[index]
+        record = await self._jobs.region_done(request.job_id, url, region_id, run)
+        if record is None:
+            log.info(
+                "job %s image %s region %d: run %d is over, result dropped",
+                request.job_id,
+                url,
+                region_id,
+                run,
+            )
+        return record
 
     async def _run_region(self, job: ImageJob, region: Region, record: ImageRecord) -> None:
         if record.past_deadline():
@@ -275,20 +335,22 @@ class Coordinator:
             # The only region: this worker finalises it from memory, nothing to stage. A crash
             # redelivers the image request, which does it again.
             only = await self._run_in_time(job, region, record)
-            if only is not None:
-                record = await self._jobs.region_done(job.job_id, job.url, region.region_id)
-                await self._finalise_when_complete(job.request, job.index, record, job, only)
+            if only is None:
+                return
+            done = await self._region_done(job.request, job.index, region.region_id, record.run)
+            if done is not None:
+                await self._finalise_when_complete(job.request, job.index, done, job, only)
             return
         staged_already = region.region_id in record.regions_done and await self._staging.exists(
-            job.job_id, job.index, region.region_id
+            job.job_id, job.index, region.region_id, record.run
         )
         if staged_already:
             log.info("job %s region %d: already staged", job.job_id, region.region_id)
         elif not await self._run_and_stage(job, region, record):
             return
-        record = await self._jobs.region_done(job.job_id, job.url, region.region_id)
-        if record.complete:
-            await self._finalise_when_complete(job.request, job.index, record, job)
+        done = await self._region_done(job.request, job.index, region.region_id, record.run)
+        if done is not None and done.complete:
+            await self._finalise_when_complete(job.request, job.index, done, job)
 
     async def _run_in_time(
         self, job: ImageJob, region: Region, record: ImageRecord
@@ -323,7 +385,7 @@ class Coordinator:
         staged = await self._run_in_time(job, region, record)
         if staged is None:
             return False
-        await self._staging.put(job.job_id, job.index, region.region_id, staged)
+        await self._staging.put(job.job_id, job.index, region.region_id, staged, record.run)
         log.info("job %s image %s region %d staged", job.job_id, job.url, region.region_id)
         return True
 
@@ -422,7 +484,7 @@ class Coordinator:
                 record = await self._get(request, index)
             await self._publish_locked(request, index, record)
             await self._staging.delete(
-                request.job_id, index, list(range(1, record.region_count + 1))
+                request.job_id, index, list(range(1, record.region_count + 1)), record.run
             )
 
     async def _finalise(
@@ -440,14 +502,18 @@ class Coordinator:
                 staged = [only_region]
             else:
                 staged = [
-                    await self._staging.get(request.job_id, index, region_id)
+                    await self._staging.get(request.job_id, index, region_id, record.run)
                     for region_id in range(1, record.region_count + 1)
                 ]
             return await self._pipeline.finalise(job, staged, record.start_time)
         except PermanentError as err:
             log.warning("job %s image %d failed: %s", request.job_id, index, err)
             return ImageOutcome(
-                Status.FAILED, duration_s=time.time() - record.start_time, reason=str(err)
+                Status.FAILED,
+                tile_count=record.tile_count,
+                failed_tiles=record.tile_count,
+                duration_s=time.time() - record.start_time,
+                reason=str(err),
             )
 
     def _image_metrics(
@@ -541,18 +607,20 @@ class Coordinator:
         lease_s = self._settings.visibility_timeout_s
         if not await self._jobs.claim(request.job_id, url, self._worker_id, lease_s):
             return
-        await self._status.publish(
-            StatusEvent(
-                status=outcome.status,
-                job_id=request.job_id,
-                description=describe_outcome(url, outcome),
-                image_url=url,
-                processing_duration_s=outcome.duration_s,
-                failed_tiles=outcome.failed_tiles,
-            )
-        )
-        await self._jobs.mark_published(request.job_id, url)
+        await self._status.publish(outcome_event(request.job_id, url, outcome))
+        await self._jobs.mark_published(request.job_id, url, record.run)
         log.info("job %s image %s: %s", request.job_id, url, outcome.status)
+
+    async def _republish(self, request: ImageRequest, index: int, record: ImageRecord) -> None:
+        """Publish the recorded terminal status again, even if it went out already: the
+        request that ended the run was delivered again, and its sender waits for a status."""
+        outcome = record.outcome()
+        if outcome is None:
+            return
+        url = request.image_urls[index]
+        await self._status.publish(outcome_event(request.job_id, url, outcome))
+        if not record.published:
+            await self._jobs.mark_published(request.job_id, url, record.run)
 
     async def _publish_region(
         self,
@@ -565,26 +633,11 @@ class Coordinator:
     ) -> None:
         if self._region_status is None:
             return
-        if staged.failed_count == 0:
-            status = Status.SUCCESS
-        elif staged.failed_count >= staged.tile_count:
-            status = Status.FAILED
-        else:
-            status = Status.PARTIAL
-        await self._region_status.publish(
-            StatusEvent(
-                status=status,
-                job_id=request.job_id,
-                description=(
-                    f"region {region_id}/{region_count}: {staged.tile_count} tiles"
-                    f" ({staged.failed_count} failed), {len(staged.table)} detections"
-                ),
-                image_url=request.image_urls[index],
-                region_id=str(region_id),
-                processing_duration_s=time.time() - record.start_time,
-                failed_tiles=staged.failed_count,
-            )
+        url = request.image_urls[index]
+        event = region_event(
+            request.job_id, url, region_id, region_count, staged, time.time() - record.start_time
         )
+        await self._region_status.publish(event)
 
     async def _report(self, job: ImageJob, region: Region, progress: TileProgress) -> None:
         """IN_PROGRESS every progress interval while the region's tiles run."""
@@ -595,26 +648,21 @@ class Coordinator:
     async def _publish_progress(
         self, job: ImageJob, region: Region, progress: TileProgress
     ) -> None:
-        """One IN_PROGRESS event: the region's tiles done out of its total (best effort)."""
-        event = StatusEvent(
-            status=Status.IN_PROGRESS,
-            job_id=job.job_id,
-            description=(
-                f"region {region.region_id}/{len(job.regions)}:"
-                f" {progress.done}/{progress.total} tiles done"
-            ),
-            image_url=job.url,
-            region_id=str(region.region_id),
-            failed_tiles=len(progress.failures),
-            tiles_done=progress.done,
-            tile_count=progress.total,
+        """One IN_PROGRESS event: the region's tiles done out of its total, the tiles failed
+        so far (best effort)."""
+        event = progress_event(
+            job.job_id,
+            job.url,
+            (region.region_id, len(job.regions)),
+            (progress.done, progress.total),
+            progress.failures,
         )
         try:
             await self._status.publish(event)
         except (BotoCoreError, ClientError) as err:
             log.warning("job %s: progress update failed: %s", job.job_id, err)
 
-    def _region_message(self, job: ImageJob, region: Region, body: str) -> str:
+    def _region_message(self, job: ImageJob, region: Region, body: str, run: int) -> str:
         bounds = region.bounds
         return RegionRequest(
             job_id=job.job_id,
@@ -625,4 +673,5 @@ class Coordinator:
             tile_count=len(region.tiles),
             region_bounds=(bounds.col_off, bounds.row_off, bounds.width, bounds.height),
             image_request=body,
+            run=run,
         ).body()

@@ -110,6 +110,27 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class Submission:
+    """A request as sent: its SQS message id (the worker records it as the run's
+    ``submission_id``) and when it was sent (epoch seconds, this machine's clock)."""
+
+    message_id: str
+    sent_at_s: float
+
+
+def ended_for(record: dict[str, str], submission: Submission | None) -> bool:
+    """Whether the record shows the image ended for ``submission``: the run it started, or a
+    run that ended after it was sent (the one it joined); not an earlier run of the job."""
+    if not Status(record["status"]).terminal:
+        return False
+    if submission is None:
+        return True
+    if record.get("submission_id") == submission.message_id:
+        return True
+    return float(record.get("end_time") or 0) >= submission.sent_at_s
+
+
+@dataclass(frozen=True)
 class StatusSubscription:
     """A queue subscribed to the status topic for one job."""
 

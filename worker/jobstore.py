@@ -9,102 +9,62 @@ The record is what makes distributed work safe to repeat:
 * ``final_status`` is written once, conditionally, by the lease holder; ``published`` records
   that the terminal status went out, so a finaliser that dies in between is completed by the
   next one without publishing twice.
+* ``run``/``submission_id``: a request for an image that already ended, from a new submission
+  (another SQS message id), replaces the record with a fresh one of the next run, in one
+  conditional put (only if the record has ended, is still on the run read, and came from
+  another submission), so two workers given that request do not both start it again.
+  Regions and publication are recorded for one run only: those of an earlier run are refused.
+
+The item's fields are listed in :mod:`worker.records`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from worker.errors import RetryableError
+from worker.records import (
+    ImageOutcome,
+    ImageRecord,
+    RunPlan,
+    duration_items,
+    failed_tile_items,
+    record_of,
+)
+from worker.records import n_value as _n
+from worker.records import s_value as _s
 from worker.status import Status
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
+log = logging.getLogger(__name__)
+
 SECONDS_PER_DAY = 86400
-MAX_RECORDED_FAILED_TILES = 100
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOutcome:
-    """How an image ended: what its record and terminal status report."""
-
-    status: Status
-    tile_count: int = 0
-    failed_tiles: int = 0
-    feature_count: int = 0
-    duration_s: float = 0.0
-    reason: str = ""
-    outputs: tuple[str, ...] = field(default=())
-    failed_tile_list: tuple[str, ...] = field(default=())
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRecord:
-    """The state of one image of a job, as stored."""
-
-    region_count: int
-    tile_count: int
-    start_time: float
-    deadline: float
-    regions_done: frozenset[int] = frozenset()
-    final_status: Status | None = None
-    published: bool = False
-    reason: str = ""
-    failed_tiles: int = 0
-    feature_count: int = 0
-    duration_s: float = 0.0
-    outputs: tuple[str, ...] = ()
-    failed_tile_list: tuple[str, ...] = ()
-    created: bool = False
-
-    def outcome(self) -> ImageOutcome | None:
-        """The recorded terminal outcome, None before there is one."""
-        if self.final_status is None:
-            return None
-        return ImageOutcome(
-            status=self.final_status,
-            tile_count=self.tile_count,
-            failed_tiles=self.failed_tiles,
-            feature_count=self.feature_count,
-            duration_s=self.duration_s,
-            reason=self.reason,
-            outputs=self.outputs,
-            failed_tile_list=self.failed_tile_list,
-        )
-
-    @property
-    def complete(self) -> bool:
-        """Every region has been recorded."""
-        return len(self.regions_done) >= self.region_count
-
-    def past_deadline(self, now: float | None = None) -> bool:
-        """The job deadline has passed."""
-        return (time.time() if now is None else now) > self.deadline
+RESTART_ATTEMPTS = 3
+# Replace an ended record with the next run: only if it has ended, is still on the run that was
+# read, and was not started by this submission (records written before runs existed included).
+RESTART_CONDITION = (
+    "attribute_exists(final_status) AND (attribute_not_exists(#run) OR #run = :run)"
+    " AND (attribute_not_exists(submission_id) OR submission_id <> :sid)"
+)
+SAME_RUN = "(attribute_not_exists(#run) OR #run = :run)"
 
 
 class JobStore(Protocol):
     """Records images, their regions and their outcome."""
 
-    async def open_image(
-        self,
-        job_id: str,
-        image_url: str,
-        job_name: str | None,
-        region_count: int,
-        tile_count: int,
-        deadline_s: float,
-        endpoint: str | None = None,
-        load: int = 0,
-    ) -> ImageRecord:
+    async def open_image(self, job_id: str, image_url: str, plan: RunPlan) -> ImageRecord:
         """Create the image's record, or return the one a previous delivery made.
 
-        With an ``endpoint`` and a ``load``, the image counts as active on that endpoint (for
-        capacity-based throttling) until its outcome is recorded.
+        An image that has ended, asked for by a new submission (``plan.submission_id`` set and
+        not the one that started the recorded run), starts its next run: a fresh record
+        (``created`` True). Otherwise the record there is returned as it is.
         """
         ...
 
@@ -112,8 +72,11 @@ class JobStore(Protocol):
         """The image's record, None if there is none."""
         ...
 
-    async def region_done(self, job_id: str, image_url: str, region_id: int) -> ImageRecord:
-        """Add ``region_id`` to the finished regions; return the record after the change."""
+    async def region_done(
+        self, job_id: str, image_url: str, region_id: int, run: int
+    ) -> ImageRecord | None:
+        """Add ``region_id`` of ``run`` to the finished regions; return the record after the
+        change, or None if the image is no longer on ``run`` (or has no record)."""
         ...
 
     async def claim(self, job_id: str, image_url: str, owner: str, lease_s: float) -> bool:
@@ -124,46 +87,14 @@ class JobStore(Protocol):
         """Record the terminal outcome once; False if it was already recorded or not ours."""
         ...
 
-    async def mark_published(self, job_id: str, image_url: str) -> None:
-        """Record that the terminal status was published."""
+    async def mark_published(self, job_id: str, image_url: str, run: int) -> None:
+        """Record that the terminal status of ``run`` was published (nothing if the image is
+        on another run now)."""
         ...
-
-
-def _s(value: str) -> AttributeValueTypeDef:
-    return {"S": value}
-
-
-def _n(value: float) -> AttributeValueTypeDef:
-    return {"N": str(value)}
 
 
 def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    items = value.get("L", []) if isinstance(value, dict) else []
-    return tuple(v["S"] for v in items if "S" in v)
-
-
-def _record(item: dict[str, Any], created: bool = False) -> ImageRecord:
-    final = item.get("final_status", {}).get("S")
-    return ImageRecord(
-        region_count=int(item["region_count"]["N"]),
-        tile_count=int(item.get("tile_count", {}).get("N", "0")),
-        start_time=float(item["start_time"]["N"]),
-        deadline=float(item["deadline"]["N"]),
-        regions_done=frozenset(int(v) for v in item.get("regions_done", {}).get("NS", [])),
-        final_status=Status(final) if final else None,
-        published=bool(item.get("published", {}).get("BOOL", False)),
-        reason=item.get("reason", {}).get("S", ""),
-        failed_tiles=int(item.get("failed_tiles", {}).get("N", "0")),
-        feature_count=int(item.get("feature_count", {}).get("N", "0")),
-        duration_s=float(item.get("processing_duration", {}).get("N", "0")),
-        outputs=_strings(item.get("outputs")),
-        failed_tile_list=_strings(item.get("failed_tile_list")),
-        created=created,
-    )
 
 
 class DynamoJobStore:
@@ -209,49 +140,89 @@ class DynamoJobStore:
     def _key(job_id: str, image_url: str) -> dict[str, AttributeValueTypeDef]:
         return {"image_id": _s(f"{job_id}:{image_url}")}
 
-    async def open_image(
-        self,
-        job_id: str,
-        image_url: str,
-        job_name: str | None,
-        region_count: int,
-        tile_count: int,
-        deadline_s: float,
-        endpoint: str | None = None,
-        load: int = 0,
-    ) -> ImageRecord:
-        """Create the image's record, or return the one a previous delivery made."""
+    def _item(
+        self, job_id: str, image_url: str, plan: RunPlan, run: int
+    ) -> dict[str, AttributeValueTypeDef]:
+        """A fresh record of ``run``: started now, no region done, no outcome."""
         now = time.time()
         item: dict[str, AttributeValueTypeDef] = {
             **self._key(job_id, image_url),
             "job_id": _s(job_id),
             "image_url": _s(image_url),
             "status": _s(Status.IN_PROGRESS.value),
-            "region_count": _n(region_count),
-            "tile_count": _n(tile_count),
+            "run": _n(run),
+            "region_count": _n(plan.region_count),
+            "tile_count": _n(plan.tile_count),
             "start_time": _n(round(now, 3)),
-            "deadline": _n(round(now + deadline_s, 3)),
+            "deadline": _n(round(now + plan.deadline_s, 3)),
             "expire_time": _n(int(now + self._ttl_s)),
         }
-        if job_name:
-            item["job_name"] = _s(job_name)
-        if endpoint and load > 0:
-            item["active_endpoint"] = _s(endpoint)
-            item["endpoint_load"] = _n(load)
+        if plan.submission_id:
+            item["submission_id"] = _s(plan.submission_id)
+        if plan.job_name:
+            item["job_name"] = _s(plan.job_name)
+        if plan.endpoint and plan.load > 0:
+            item["active_endpoint"] = _s(plan.endpoint)
+            item["endpoint_load"] = _n(plan.load)
+        return item
+
+    async def _put(
+        self,
+        item: dict[str, AttributeValueTypeDef],
+        condition: str,
+        values: dict[str, AttributeValueTypeDef] | None = None,
+    ) -> bool:
+        """Put ``item`` if ``condition`` holds; False if it does not."""
+        extra: dict[str, Any] = {}
+        if values:
+            extra = {
+                "ExpressionAttributeNames": {"#run": "run"},
+                "ExpressionAttributeValues": values,
+            }
         try:
             await self._client.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(image_id)",
+                TableName=self._table, Item=item, ConditionExpression=condition, **extra
             )
         except ClientError as err:
-            if not _conditional_failed(err):
-                raise
-            existing = await self.get(job_id, image_url)
-            if existing is not None:
-                return existing
+            if _conditional_failed(err):
+                return False
             raise
-        return _record(item, created=True)
+        return True
+
+    async def open_image(self, job_id: str, image_url: str, plan: RunPlan) -> ImageRecord:
+        """Create the image's record, or return the one a previous delivery made; start the
+        next run of an ended image for a new submission.
+
+        Raises:
+            RetryableError: If the record keeps changing (or vanishes) while it is read.
+        """
+        item = self._item(job_id, image_url, plan, run=1)
+        if await self._put(item, "attribute_not_exists(image_id)"):
+            return record_of(item, created=True)
+        for _ in range(RESTART_ATTEMPTS):
+            existing = await self.get(job_id, image_url)
+            if existing is None:
+                break
+            if (
+                existing.final_status is None
+                or not plan.submission_id
+                or existing.redelivered(plan.submission_id)
+            ):
+                return existing
+            item = self._item(job_id, image_url, plan, run=existing.run + 1)
+            values = {":run": _n(existing.run), ":sid": _s(plan.submission_id)}
+            if await self._put(item, RESTART_CONDITION, values):
+                log.info(
+                    "job %s image %s ended %s in run %d: run %d for submission %s",
+                    job_id,
+                    image_url,
+                    existing.final_status,
+                    existing.run,
+                    existing.run + 1,
+                    plan.submission_id,
+                )
+                return record_of(item, created=True)
+        raise RetryableError(f"job {job_id} image {image_url}: its record changed while opened")
 
     async def get(self, job_id: str, image_url: str) -> ImageRecord | None:
         """The image's record, None if there is none."""
@@ -259,19 +230,28 @@ class DynamoJobStore:
             TableName=self._table, Key=self._key(job_id, image_url), ConsistentRead=True
         )
         item = reply.get("Item")
-        return _record(dict(item)) if item else None
+        return record_of(dict(item)) if item else None
 
-    async def region_done(self, job_id: str, image_url: str, region_id: int) -> ImageRecord:
-        """Add ``region_id`` to the finished regions; return the record after the change."""
-        reply = await self._client.update_item(
-            TableName=self._table,
-            Key=self._key(job_id, image_url),
-            UpdateExpression="ADD regions_done :r",
-            ConditionExpression="attribute_exists(image_id)",
-            ExpressionAttributeValues={":r": {"NS": [str(region_id)]}},
-            ReturnValues="ALL_NEW",
-        )
-        return _record(dict(reply["Attributes"]))
+    async def region_done(
+        self, job_id: str, image_url: str, region_id: int, run: int
+    ) -> ImageRecord | None:
+        """Add ``region_id`` of ``run`` to the finished regions; return the record after the
+        change, or None if the image is no longer on ``run`` (or has no record)."""
+        try:
+            reply = await self._client.update_item(
+                TableName=self._table,
+                Key=self._key(job_id, image_url),
+                UpdateExpression="ADD regions_done :r",
+                ConditionExpression=f"attribute_exists(image_id) AND {SAME_RUN}",
+                ExpressionAttributeNames={"#run": "run"},
+                ExpressionAttributeValues={":r": {"NS": [str(region_id)]}, ":run": _n(run)},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _conditional_failed(err):
+                return None
+            raise
+        return record_of(dict(reply["Attributes"]))
 
     async def claim(self, job_id: str, image_url: str, owner: str, lease_s: float) -> bool:
         """Take (or renew) the right to finalise; False if another worker holds it."""
@@ -299,30 +279,27 @@ class DynamoJobStore:
 
     async def finish(self, job_id: str, image_url: str, owner: str, outcome: ImageOutcome) -> bool:
         """Record the terminal outcome once; False if it was already recorded or not ours."""
-        values: dict[str, AttributeValueTypeDef] = {
-            ":s": _s(outcome.status.value),
-            ":t": _n(outcome.tile_count),
-            ":f": _n(outcome.failed_tiles),
-            ":l": {"L": [_s(t) for t in outcome.failed_tile_list[:MAX_RECORDED_FAILED_TILES]]},
-            ":c": _n(outcome.feature_count),
-            ":p": _n(round(outcome.duration_s, 3)),
-            ":e": _n(round(time.time(), 3)),
-            ":r": _s(outcome.reason),
-            ":o": {"L": [_s(o) for o in outcome.outputs]},
-            ":me": _s(owner),
+        fields: dict[str, AttributeValueTypeDef] = {
+            "final_status": _s(outcome.status.value),
+            "tile_count": _n(outcome.tile_count),
+            "failed_tiles": _n(outcome.failed_tiles),
+            **failed_tile_items(outcome.failed_tile_list),
+            "feature_count": _n(outcome.feature_count),
+            **duration_items(outcome.duration_s),
+            "end_time": _n(round(time.time(), 3)),
+            "reason": _s(outcome.reason),
+            "outputs": {"L": [_s(o) for o in outcome.outputs]},
         }
+        values = {f":{name}": value for name, value in fields.items()}
+        assignments = ", ".join(f"{name} = :{name}" for name in fields)
         try:
             await self._client.update_item(
                 TableName=self._table,
                 Key=self._key(job_id, image_url),
-                UpdateExpression=(
-                    "SET #s = :s, final_status = :s, tile_count = :t, failed_tiles = :f,"
-                    " failed_tile_list = :l, feature_count = :c, processing_duration = :p,"
-                    " end_time = :e, reason = :r, outputs = :o REMOVE active_endpoint"
-                ),
+                UpdateExpression=f"SET #s = :final_status, {assignments} REMOVE active_endpoint",
                 ConditionExpression="attribute_not_exists(final_status) AND lease_owner = :me",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues={**values, ":me": _s(owner)},
             )
         except ClientError as err:
             if _conditional_failed(err):
@@ -330,11 +307,21 @@ class DynamoJobStore:
             raise
         return True
 
-    async def mark_published(self, job_id: str, image_url: str) -> None:
-        """Record that the terminal status was published."""
-        await self._client.update_item(
-            TableName=self._table,
-            Key=self._key(job_id, image_url),
-            UpdateExpression="SET published = :t",
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-        )
+    async def mark_published(self, job_id: str, image_url: str, run: int) -> None:
+        """Record that the terminal status of ``run`` was published (nothing if the image is
+        on another run now)."""
+        try:
+            await self._client.update_item(
+                TableName=self._table,
+                Key=self._key(job_id, image_url),
+                UpdateExpression="SET published = :t",
+                ConditionExpression=SAME_RUN,
+                ExpressionAttributeNames={"#run": "run"},
+                ExpressionAttributeValues={":t": {"BOOL": True}, ":run": _n(run)},
+            )
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+            log.info(
+                "job %s image %s: now past run %d, not marked published", job_id, image_url, run
+            )

@@ -204,7 +204,9 @@ class Worker:
         try:
             failures = []
             for index in range(len(request.image_urls)):
-                failure = await self._coordinator.start_image(request, index, message.body)
+                failure = await self._coordinator.start_image(
+                    request, index, message.body, message.submission_id
+                )
                 if failure:
                     failures.append(failure)
         except FinalisingElsewhere as err:
@@ -268,7 +270,7 @@ class Worker:
 
     async def _give_up_images(self, work: Work, request: ImageRequest, reason: str) -> None:
         for index in range(len(request.image_urls)):
-            await self._coordinator.fail_image(request, index, reason)
+            await self._coordinator.fail_image(request, index, reason, work.message.submission_id)
         await work.queue.dead_letter(work.message, reason)
 
     # ---- regions --------------------------------------------------------------------------
@@ -329,9 +331,12 @@ class Worker:
         """A fresh copy of the message, visible after ``delay_s``; the received one deleted.
 
         Waiting (for capacity, for a live finaliser) this way does not count toward the
-        receives that dead-letter a message, as a longer visibility would.
+        receives that dead-letter a message, as a longer visibility would. The copy carries the
+        submission id: it is the same request, not a new submission of it.
         """
-        await work.queue.send(work.message.body, min(MAX_DELAY_S, delay_s))
+        await work.queue.send(
+            work.message.body, min(MAX_DELAY_S, delay_s), work.message.submission_id
+        )
         await work.queue.delete(work.message)
 
     def _abandoned(self, message: QueueMessage) -> str:

@@ -375,7 +375,8 @@ class RegionRequest(WireModel):
     """A region of an image for any worker: sent by the planning worker to the region queue.
 
     It carries the original ImageRequest body, so the worker that takes it validates and plans
-    exactly what the planner did.
+    exactly what the planner did, and the run of the image it belongs to (messages sent before
+    runs were counted parse as run 1): a region of an earlier run is acknowledged and ignored.
     """
 
     job_id: str
@@ -386,6 +387,7 @@ class RegionRequest(WireModel):
     tile_count: Annotated[int, Field(ge=1)]
     region_bounds: tuple[int, int, int, int]  # col, row, width, height in image pixels
     image_request: str
+    run: Annotated[int, Field(ge=1)] = 1
 
     def body(self) -> str:
         """The message body."""

@@ -37,13 +37,13 @@ from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
 from worker.credentials import ReadCredentialSource, image_read_credentials
 from worker.endpoints import ModelEndpoint
-from worker.errors import EndpointError, ImageUnavailableError, PermanentError
-from worker.jobstore import ImageOutcome
+from worker.errors import EndpointError, ImageUnavailableError
 from worker.messages import ImageRequest
 from worker.metrics import tile_stats
 from worker.output import write_outputs
 from worker.plan import ImagePlan, plan_image
 from worker.policy import check_image_size
+from worker.records import ImageOutcome, all_tiles_failed
 from worker.regions import Region, split_regions
 from worker.settings import Settings
 from worker.sinks import Sink
@@ -268,17 +268,19 @@ class ImagePipeline:
     ) -> ImageOutcome:
         """Remove duplicates over all regions and write the outputs.
 
+        Returns:
+            The outcome: FAILED, with the counts and the failed tiles and nothing written, if
+            every tile failed; else SUCCESS or PARTIAL.
+
         Raises:
-            PermanentError: If every tile failed.
             SinkError: If an output could not be written.
         """
+        if (failed_outcome := all_tiles_failed(staged, started)) is not None:
+            return failed_outcome
         request, url = job.request, job.url
-        failures = [f for s in staged for f in s.failed_tiles]
+        failures = tuple(f for s in staged for f in s.failed_tiles)
         failed = sum(s.failed_count for s in staged)
         tile_count = sum(s.tile_count for s in staged)
-        if tile_count and failed >= tile_count:
-            first = failures[0].reason if failures else "no tile was processed"
-            raise PermanentError(f"all {failed} tiles failed; first: {first}")
         table = await self._in_thread(DetectionTable.concat, [s.table for s in staged])
         selection = await self._in_thread(
             suppress_duplicates, table, distillation(request), job.plan.layout
@@ -315,7 +317,7 @@ class ImagePipeline:
             feature_count=int(selection.rows.size),
             duration_s=time.time() - started,
             outputs=tuple(outputs),
-            failed_tile_list=tuple(f.describe() for f in failures),
+            failed_tile_list=failures,
         )
 
     async def _run_tiles(

@@ -1,8 +1,15 @@
-"""SQS adapter: receive, delete, release, extend visibility, dead-letter explicitly."""
+"""SQS adapter: receive, delete, release, extend visibility, dead-letter explicitly.
+
+A message the worker sends again itself (to wait for capacity, or for another worker's
+finalisation) is a new SQS message with a new id; it carries the id of the submission it
+continues in the ``modelrunner_submission_id`` message attribute, so it still counts as that
+submission (see :mod:`worker.jobstore`).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -12,17 +19,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 1000
+SUBMISSION_ATTRIBUTE = "modelrunner_submission_id"
 
 
 @dataclass(frozen=True, slots=True)
 class QueueMessage:
-    """A received message and what is needed to settle it."""
+    """A received message and what is needed to settle it.
+
+    ``submission_id`` names the request the message carries: its own id, or the id of the
+    message it was sent again for (the ``modelrunner_submission_id`` attribute).
+    """
 
     message_id: str
     receipt_handle: str
     body: str
     receive_count: int
     sent_at_s: float | None = None  # when the message was sent (epoch seconds)
+    submission_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.submission_id:
+            object.__setattr__(self, "submission_id", self.message_id)
 
 
 def _sent_at_s(value: str | None) -> float | None:
@@ -30,6 +47,11 @@ def _sent_at_s(value: str | None) -> float | None:
         return int(value) / 1000 if value else None
     except ValueError:
         return None
+
+
+def _submission_id(attributes: Mapping[str, Any] | None) -> str:
+    attribute = (attributes or {}).get(SUBMISSION_ATTRIBUTE) or {}
+    return str(attribute.get("StringValue", ""))
 
 
 class MessageQueue(Protocol):
@@ -49,8 +71,9 @@ class MessageQueue(Protocol):
         """Hide a message for ``timeout_s`` more seconds (0 releases it now)."""
         ...
 
-    async def send(self, body: str, delay_s: int = 0) -> None:
-        """Send one message, visible after ``delay_s`` seconds."""
+    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
+        """Send one message, visible after ``delay_s`` seconds, as part of ``submission_id``
+        (if given)."""
         ...
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
@@ -69,8 +92,9 @@ class DeadLetters(Protocol):
 class MessageSender(Protocol):
     """Sends new messages to a queue."""
 
-    async def send(self, body: str, delay_s: int = 0) -> None:
-        """Send one message, visible after ``delay_s`` seconds."""
+    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
+        """Send one message, visible after ``delay_s`` seconds, as part of ``submission_id``
+        (if given)."""
         ...
 
 
@@ -93,6 +117,7 @@ class SqsQueue:
             WaitTimeSeconds=wait_s,
             VisibilityTimeout=visibility_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=[SUBMISSION_ATTRIBUTE],
         )
         return [
             QueueMessage(
@@ -101,6 +126,7 @@ class SqsQueue:
                 body=m.get("Body", ""),
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
                 sent_at_s=_sent_at_s(m.get("Attributes", {}).get("SentTimestamp")),
+                submission_id=_submission_id(m.get("MessageAttributes")),
             )
             for m in reply.get("Messages", [])
         ]
@@ -119,10 +145,16 @@ class SqsQueue:
             VisibilityTimeout=timeout_s,
         )
 
-    async def send(self, body: str, delay_s: int = 0) -> None:
-        """Send one message, visible after ``delay_s`` seconds."""
+    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
+        """Send one message, visible after ``delay_s`` seconds, as part of ``submission_id``
+        (if given)."""
+        extra: dict[str, Any] = {}
+        if submission_id:
+            extra["MessageAttributes"] = {
+                SUBMISSION_ATTRIBUTE: {"DataType": "String", "StringValue": submission_id}
+            }
         await self._client.send_message(
-            QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_s
+            QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_s, **extra
         )
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:

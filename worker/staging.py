@@ -1,8 +1,10 @@
 """Staged regions: one S3 object per finished region, until the image is finalised.
 
-The key is derived from job, image and region, so a region done twice overwrites its object
-instead of adding a second copy. Objects are ``numpy.savez`` archives of plain arrays (the
-detection columns and the failed tiles as JSON); nothing is pickled.
+The key is derived from job, image, run and region, so a region done twice overwrites its object
+instead of adding a second copy, and a late region of an earlier run of the image (see
+:mod:`worker.jobstore`) never lands among the regions of the current one. Objects are
+``numpy.savez`` archives of plain arrays (the detection columns and the failed tiles as JSON);
+nothing is pickled.
 """
 
 from __future__ import annotations
@@ -119,26 +121,31 @@ class Staging(Protocol):
     """Where finished regions wait for their image's finalisation."""
 
     async def put(
-        self, job_id: str, image_index: int, region_id: int, staged: StagedRegion
+        self, job_id: str, image_index: int, region_id: int, staged: StagedRegion, run: int = 1
     ) -> None:
         """Store (or overwrite) a region's result."""
         ...
 
-    async def get(self, job_id: str, image_index: int, region_id: int) -> StagedRegion:
+    async def get(
+        self, job_id: str, image_index: int, region_id: int, run: int = 1
+    ) -> StagedRegion:
         """Read a region's result."""
         ...
 
-    async def exists(self, job_id: str, image_index: int, region_id: int) -> bool:
+    async def exists(self, job_id: str, image_index: int, region_id: int, run: int = 1) -> bool:
         """Whether a region's result is stored."""
         ...
 
-    async def delete(self, job_id: str, image_index: int, region_ids: list[int]) -> None:
+    async def delete(
+        self, job_id: str, image_index: int, region_ids: list[int], run: int = 1
+    ) -> None:
         """Remove the staged results of an image."""
         ...
 
 
 class S3Staging:
-    """Staged regions under ``s3://<bucket>/<prefix>/<jobId>/<image>/region-<n>.npz``."""
+    """Staged regions under ``s3://<bucket>/<prefix>/<jobId>/<image>/region-<n>.npz`` for an
+    image's first run, ``.../<image>/run-<r>/region-<n>.npz`` for its later runs."""
 
     def __init__(self, client: S3Client, bucket: str, prefix: str, executor: Executor) -> None:
         """Write with ``client``; (de)serialise on ``executor``."""
@@ -147,23 +154,31 @@ class S3Staging:
         self._prefix = prefix.strip("/")
         self._executor = executor
 
-    def key(self, job_id: str, image_index: int, region_id: int) -> str:
-        """The object key of a region (the job id is quoted: it may hold any character)."""
-        return f"{self._prefix}/{quote(job_id, safe='')}/{image_index}/region-{region_id}.npz"
+    def key(self, job_id: str, image_index: int, region_id: int, run: int = 1) -> str:
+        """The object key of a region (the job id is quoted: it may hold any character).
+
+        Run 1 keeps the key regions had before runs were counted.
+        """
+        image = f"{self._prefix}/{quote(job_id, safe='')}/{image_index}"
+        if run > 1:
+            image += f"/run-{run}"
+        return f"{image}/region-{region_id}.npz"
 
     async def put(
-        self, job_id: str, image_index: int, region_id: int, staged: StagedRegion
+        self, job_id: str, image_index: int, region_id: int, staged: StagedRegion, run: int = 1
     ) -> None:
         """Store (or overwrite) a region's result."""
         loop = asyncio.get_running_loop()
         body = await loop.run_in_executor(self._executor, encode_region, staged)
         await self._client.put_object(
-            Bucket=self._bucket, Key=self.key(job_id, image_index, region_id), Body=body
+            Bucket=self._bucket, Key=self.key(job_id, image_index, region_id, run), Body=body
         )
 
-    async def get(self, job_id: str, image_index: int, region_id: int) -> StagedRegion:
+    async def get(
+        self, job_id: str, image_index: int, region_id: int, run: int = 1
+    ) -> StagedRegion:
         """Read a region's result."""
-        key = self.key(job_id, image_index, region_id)
+        key = self.key(job_id, image_index, region_id, run)
         try:
             reply = await self._client.get_object(Bucket=self._bucket, Key=key)
         except ClientError as err:
@@ -175,11 +190,11 @@ class S3Staging:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, decode_region, data)
 
-    async def exists(self, job_id: str, image_index: int, region_id: int) -> bool:
+    async def exists(self, job_id: str, image_index: int, region_id: int, run: int = 1) -> bool:
         """Whether a region's result is stored."""
         try:
             await self._client.head_object(
-                Bucket=self._bucket, Key=self.key(job_id, image_index, region_id)
+                Bucket=self._bucket, Key=self.key(job_id, image_index, region_id, run)
             )
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
@@ -187,9 +202,11 @@ class S3Staging:
             raise
         return True
 
-    async def delete(self, job_id: str, image_index: int, region_ids: list[int]) -> None:
+    async def delete(
+        self, job_id: str, image_index: int, region_ids: list[int], run: int = 1
+    ) -> None:
         """Remove the staged results of an image (1000 keys per request)."""
-        keys = [self.key(job_id, image_index, r) for r in region_ids]
+        keys = [self.key(job_id, image_index, r, run) for r in region_ids]
         for start in range(0, len(keys), 1000):
             await self._client.delete_objects(
                 Bucket=self._bucket,

@@ -201,7 +201,8 @@ def test_worker_runs_a_job_on_the_stack_resources(
 
         final = StatusLog(sqs, status_url).wait_terminal(job_id)[-1]
         assert final.attributes["status"] == "SUCCESS", final.message
-        assert final.attributes["failed_tiles"] == "0"
+        assert final.attributes["failed_tiles"] == "[]"
+        assert final.attributes["failed_tile_count"] == "0"
         regions = StatusLog(sqs, region_status_url).wait_terminal(job_id, count=4)
         assert sorted(s.attributes["region_id"] for s in regions) == ["1", "2", "3", "4"]
         assert {s.attributes["status"] for s in regions} == {"SUCCESS"}

@@ -186,7 +186,8 @@ def test_three_workers_give_the_output_of_one(
     record = fleet_stack.job_record(request["jobId"], image_url)
     assert record["final_status"] == "SUCCESS"
     assert sorted(int(r) for r in record["regions_done"]) == list(range(1, 13))
-    assert statuses[-1].attributes["failed_tiles"] == "0"
+    assert statuses[-1].attributes["failed_tiles"] == "[]"
+    assert statuses[-1].attributes["failed_tile_count"] == "0"
     # Region statuses went to the region topic, one per region at least.
     region_log = StatusLog(fleet_stack.sqs, fleet_stack.local.resources.region_status_queue_url)
     region_log._drain()
@@ -307,10 +308,18 @@ def test_failing_tiles_make_the_image_partial_and_are_listed(
     statuses = run_job(fleet_stack, request)
     final = statuses[-1]
     assert final.attributes["status"] == "PARTIAL"
-    assert final.attributes["failed_tiles"] == "1"
+    assert final.attributes["failed_tile_count"] == "1"
+    assert json.loads(final.attributes["failed_tiles"]) == [[[0, 0], [256, 256]]]
     assert "failed tiles (row,col size): 0,0 256x256: model reply is not" in final.message
     record = fleet_stack.job_record(request["jobId"], url)
     assert record["failed_tile_list"][0]["S"].startswith("0,0 256x256: model reply")
+    (details,) = record["failed_tile_details"]
+    assert {k: next(iter(v.values())) for k, v in details["M"].items() if k != "reason"} == {
+        "row": "0",
+        "col": "0",
+        "width": "256",
+        "height": "256",
+    }
     assert len(fleet_stack.result(request["jobId"])["features"]) == 34
 
 
@@ -329,6 +338,12 @@ def test_every_tile_failing_fails_the_image(
     statuses = run_job(fleet_stack, request)
     assert terminal(statuses) == ["FAILED"]
     assert "all 9 tiles failed" in statuses[-1].message
+    assert "9 tiles (9 failed)" in statuses[-1].message
+    assert statuses[-1].attributes["failed_tile_count"] == "9"
+    assert len(json.loads(statuses[-1].attributes["failed_tiles"])) == 9
+    record = fleet_stack.job_record(request["jobId"], url)
+    assert (record["tile_count"], record["failed_tiles"]) == ("9", "9")
+    assert len(record["failed_tile_details"]) == 9
     # Its message was settled when it started: the finaliser puts the request in the DLQ.
     letters = [
         (body, reason)
@@ -395,7 +410,7 @@ def test_image_gone_after_planning_still_ends_failed(
     assert ended[0] in {"FAILED", "PARTIAL"}
     assert "gone.tif" in statuses[-1].message
     tile_count = int(fleet_stack.job_record(request["jobId"], url)["tile_count"])
-    failed = int(statuses[-1].attributes["failed_tiles"])
+    failed = int(statuses[-1].attributes["failed_tile_count"])
     assert tile_count - failed <= 4
     assert (ended[0] == "FAILED") == (failed == tile_count)
 

@@ -53,8 +53,9 @@ def test_geotiff_job(stack: Stack, tmp_path: Path) -> None:
     assert final.attributes["job_id"] == job_id
     assert final.attributes["image_id"] == f"{job_id}:{image_url}"
     assert final.attributes["image_status"] == "SUCCESS"
-    assert final.attributes["failed_tiles"] == "0"
-    assert float(final.attributes["processing_duration"]) > 0
+    assert final.attributes["failed_tiles"] == "[]"
+    assert final.attributes["failed_tile_count"] == "0"
+    assert int(final.attributes["processing_duration"]) > 0  # milliseconds
 
     features = stack.result(job_id)["features"]
     assert len(features) == expected_tiles  # one centre box per tile, none overlap
@@ -97,7 +98,8 @@ def test_failed_tiles_make_a_partial_image(stack: Stack, tmp_path: Path) -> None
     stack.submit(json.dumps(request))
     final = stack.statuses.wait_terminal(request["jobId"])[-1]
     assert final.attributes["status"] == "PARTIAL"
-    assert final.attributes["failed_tiles"] == "1"
+    assert final.attributes["failed_tile_count"] == "1"
+    assert json.loads(final.attributes["failed_tiles"]) == [[[0, 0], [512, 512]]]
     (feature,) = stack.result(request["jobId"])["features"]
     assert feature["properties"]["imageBBox"][0] > 512
 
@@ -173,7 +175,7 @@ def test_sagemaker_model_errors_fail_tiles(stack: Stack, tmp_path: Path) -> None
     stack.submit(json.dumps(request))
     final = stack.statuses.wait_terminal(request["jobId"])[-1]
     assert final.attributes["status"] == "PARTIAL"
-    assert final.attributes["failed_tiles"] == "1"
+    assert final.attributes["failed_tile_count"] == "1"
     log_text = (stack.local.log_dir / "worker.log").read_text()
     assert "ModelError" in log_text
     assert "synthetic bad request" in log_text
@@ -191,7 +193,7 @@ def test_throttled_endpoint_is_retried_after_retry_after(stack: Stack, tmp_path:
     stack.submit(json.dumps(request))
     final = stack.statuses.wait_terminal(request["jobId"])[-1]
     assert final.attributes["status"] == "SUCCESS"
-    assert float(final.attributes["processing_duration"]) >= 2.0  # two Retry-After waits
+    assert int(final.attributes["processing_duration"]) >= 2000  # two Retry-After waits (ms)
     assert len(stack.result(request["jobId"])["features"]) == 1
 
 

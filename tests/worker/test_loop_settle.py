@@ -25,6 +25,7 @@ class Queue:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, int]] = []
+        self.submissions: list[str] = []
         self.deleted: list[str] = []
         self.dead: list[str] = []
         self.visibility: list[int] = []
@@ -38,8 +39,9 @@ class Queue:
     async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
         self.visibility.append(timeout_s)
 
-    async def send(self, body: str, delay_s: int = 0) -> None:
+    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
         self.sent.append((body, delay_s))
+        self.submissions.append(submission_id)
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         self.dead.append(reason)
@@ -51,7 +53,9 @@ class Busy:
     async def run_region(self, region: RegionRequest, request: ImageRequest) -> None:
         raise FinalisingElsewhere(region.job_id, request.image_urls[0], 300.0)
 
-    async def start_image(self, request: ImageRequest, index: int, body: str) -> str | None:
+    async def start_image(
+        self, request: ImageRequest, index: int, body: str, submission_id: str = ""
+    ) -> str | None:
         raise FinalisingElsewhere(request.job_id, request.image_urls[index], 300.0)
 
 
@@ -97,6 +101,7 @@ def test_region_is_sent_again_for_after_the_lease_not_dropped() -> None:
     )
     queue, statuses = settle(region.body(), is_region=True)
     assert queue.sent == [(region.body(), 301)]  # a fresh copy: the receive count starts over
+    assert queue.submissions == ["m-1"]  # ... of the same submission
     assert queue.deleted == ["m-1"]
     assert not queue.dead
     assert not statuses.events  # waiting is not a status change
@@ -106,5 +111,6 @@ def test_image_message_is_sent_again_too() -> None:
     body = json.dumps(REQUEST)
     queue, _ = settle(body, is_region=False)
     assert queue.sent == [(body, 301)]
+    assert queue.submissions == ["m-1"]
     assert queue.deleted == ["m-1"]
     assert not queue.dead

@@ -1,0 +1,164 @@
+"""In-memory fakes of the worker's ports, for tests of the rules that use them.
+
+``MemoryJobStore`` follows the rules of :class:`worker.jobstore.DynamoJobStore` (tested
+against the real emulator in ``tests/worker/test_jobstore.py``); the others record calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from worker.queue import QueueMessage
+from worker.records import ImageOutcome, ImageRecord, RunPlan
+from worker.staging import StagedRegion
+from worker.status import StatusEvent
+
+
+class MemoryJobStore:
+    """Image records in a dict, with the conditional rules of the DynamoDB store."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ImageRecord] = {}
+        self.leases: dict[str, str] = {}
+
+    def put(self, job_id: str, image_url: str, record: ImageRecord) -> None:
+        """Set a record as a test needs it."""
+        self.records[f"{job_id}:{image_url}"] = record
+
+    def _fresh(self, plan: RunPlan, run: int) -> ImageRecord:
+        now = time.time()
+        return ImageRecord(
+            region_count=plan.region_count,
+            tile_count=plan.tile_count,
+            start_time=now,
+            deadline=now + plan.deadline_s,
+            run=run,
+            submission_id=plan.submission_id,
+        )
+
+    async def open_image(self, job_id: str, image_url: str, plan: RunPlan) -> ImageRecord:
+        key = f"{job_id}:{image_url}"
+        existing = self.records.get(key)
+        if existing is None:
+            self.records[key] = self._fresh(plan, 1)
+            return dataclasses.replace(self.records[key], created=True)
+        if (
+            existing.final_status is None
+            or not plan.submission_id
+            or existing.redelivered(plan.submission_id)
+        ):
+            return existing
+        self.records[key] = self._fresh(plan, existing.run + 1)
+        self.leases.pop(key, None)
+        return dataclasses.replace(self.records[key], created=True)
+
+    async def get(self, job_id: str, image_url: str) -> ImageRecord | None:
+        return self.records.get(f"{job_id}:{image_url}")
+
+    async def region_done(
+        self, job_id: str, image_url: str, region_id: int, run: int
+    ) -> ImageRecord | None:
+        key = f"{job_id}:{image_url}"
+        record = self.records.get(key)
+        if record is None or record.run != run:
+            return None
+        record = dataclasses.replace(record, regions_done=record.regions_done | {region_id})
+        self.records[key] = record
+        return record
+
+    async def claim(self, job_id: str, image_url: str, owner: str, lease_s: float) -> bool:
+        key = f"{job_id}:{image_url}"
+        if self.leases.get(key, owner) != owner:
+            return False
+        self.leases[key] = owner
+        return True
+
+    async def finish(self, job_id: str, image_url: str, owner: str, outcome: ImageOutcome) -> bool:
+        key = f"{job_id}:{image_url}"
+        record = self.records[key]
+        if record.final_status is not None or self.leases.get(key) != owner:
+            return False
+        self.records[key] = dataclasses.replace(
+            record,
+            final_status=outcome.status,
+            tile_count=outcome.tile_count,
+            failed_tiles=outcome.failed_tiles,
+            feature_count=outcome.feature_count,
+            duration_s=outcome.duration_s,
+            reason=outcome.reason,
+            outputs=outcome.outputs,
+            failed_tile_list=outcome.failed_tile_list,
+        )
+        return True
+
+    async def mark_published(self, job_id: str, image_url: str, run: int) -> None:
+        key = f"{job_id}:{image_url}"
+        if self.records[key].run == run:
+            self.records[key] = dataclasses.replace(self.records[key], published=True)
+
+
+class MemoryStaging:
+    """Staged regions in a dict keyed by (job, image, run, region)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, int, int, int], StagedRegion] = {}
+
+    async def put(
+        self, job_id: str, image_index: int, region_id: int, staged: StagedRegion, run: int = 1
+    ) -> None:
+        self.objects[(job_id, image_index, run, region_id)] = staged
+
+    async def get(
+        self, job_id: str, image_index: int, region_id: int, run: int = 1
+    ) -> StagedRegion:
+        return self.objects[(job_id, image_index, run, region_id)]
+
+    async def exists(self, job_id: str, image_index: int, region_id: int, run: int = 1) -> bool:
+        return (job_id, image_index, run, region_id) in self.objects
+
+    async def delete(
+        self, job_id: str, image_index: int, region_ids: list[int], run: int = 1
+    ) -> None:
+        for region_id in region_ids:
+            self.objects.pop((job_id, image_index, run, region_id), None)
+
+
+class RecordingPublisher:
+    """Keeps the status events published."""
+
+    def __init__(self) -> None:
+        self.events: list[StatusEvent] = []
+
+    async def publish(self, event: StatusEvent) -> None:
+        self.events.append(event)
+
+
+class RecordingQueue:
+    """A queue that records how its messages are settled and what is sent to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, str]] = []
+        self.deleted: list[str] = []
+        self.dead: list[str] = []
+        self.visibility: list[int] = []
+
+    async def receive(
+        self, max_messages: int, wait_s: int, visibility_s: int
+    ) -> list[QueueMessage]:
+        return []
+
+    async def delete(self, message: QueueMessage) -> None:
+        self.deleted.append(message.message_id)
+
+    async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
+        self.visibility.append(timeout_s)
+
+    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
+        self.sent.append((body, delay_s, submission_id))
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        self.dead.append(reason)
+
+    async def dead_letter_body(self, body: str, reason: str, source_id: str = "") -> None:
+        self.dead.append(reason)

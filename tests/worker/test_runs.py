@@ -1,0 +1,260 @@
+"""Runs of an image: redelivered requests, new submissions, stale regions, counts of failures.
+
+The coordinator and the loop on in-memory fakes (tests/fakes.py); no image is opened unless
+the test says so.
+"""
+
+import asyncio
+import dataclasses
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import pytest
+
+from postprocessing.table import DetectionTable
+from tests.fakes import MemoryJobStore, MemoryStaging, RecordingPublisher, RecordingQueue
+from tiling.grid import Window
+from worker.coordinator import Coordinator, Reporting
+from worker.errors import ImageUnavailableError
+from worker.loop import Work, Worker
+from worker.messages import ImageRequest, RegionRequest, parse_image_request
+from worker.pipeline import EndpointFactory, ImageJob, ImagePipeline, SinkFactory
+from worker.queue import QueueMessage
+from worker.records import ImageRecord
+from worker.settings import Settings
+from worker.staging import FailedTile, StagedRegion
+from worker.status import Status
+
+JOB = "job-1"
+URL = "s3://images/a.tif"
+BODY = json.dumps(
+    {
+        "jobId": JOB,
+        "imageUrls": [URL],
+        "outputs": [{"type": "S3", "bucket": "results", "prefix": "out"}],
+        "imageProcessor": {"name": "http://127.0.0.1:8080/invocations", "type": "HTTP_ENDPOINT"},
+    }
+)
+SETTINGS = Settings(
+    capacity_throttling=False,
+    metrics=False,
+    visibility_timeout_s=300,
+    endpoint_hosts="127.0.0.1",
+)
+
+
+class PlanOnly(ImagePipeline):
+    """A pipeline whose planning is scripted: ``plan`` raises ``error`` or returns a bare job
+    (enough for :meth:`ImagePipeline.finalise` of an image whose every tile failed)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__(
+            SETTINGS,
+            cast(EndpointFactory, None),
+            cast(SinkFactory, None),
+            ThreadPoolExecutor(1),
+        )
+        self.error = error
+        self.planned = 0
+
+    async def plan(
+        self, request: ImageRequest, index: int, region_px: int | None = None
+    ) -> ImageJob:
+        self.planned += 1
+        if self.error is not None:
+            raise self.error
+        bare: Any = type("BareJob", (), {"request": request, "index": index, "url": URL})()
+        return cast(ImageJob, bare)
+
+
+class Harness:
+    """A worker and its coordinator on fakes."""
+
+    def __init__(self, pipeline: PlanOnly | None = None) -> None:
+        self.jobs = MemoryJobStore()
+        self.staging = MemoryStaging()
+        self.statuses = RecordingPublisher()
+        self.queue = RecordingQueue()
+        self.pipeline = pipeline or PlanOnly(AssertionError("must not plan"))
+        self.coordinator = Coordinator(
+            SETTINGS,
+            self.pipeline,
+            self.jobs,
+            self.staging,
+            self.queue,
+            Reporting(self.statuses),
+            "worker-a",
+            dead_letters=self.queue,
+        )
+        self.worker = Worker(
+            SETTINGS, self.queue, self.queue, self.coordinator, self.statuses, asyncio.Event()
+        )
+
+    def handle(self, message: QueueMessage, is_region: bool = False) -> None:
+        asyncio.run(self.worker.handle(Work(self.queue, message, is_region)))
+
+
+def ended(submission_id: str, published: bool, run: int = 1) -> ImageRecord:
+    now = time.time()
+    return ImageRecord(
+        region_count=1,
+        tile_count=4,
+        start_time=now - 10,
+        deadline=now + 100,
+        regions_done=frozenset({1}),
+        final_status=Status.PARTIAL,
+        published=published,
+        failed_tiles=1,
+        feature_count=3,
+        duration_s=2.5,
+        failed_tile_list=(FailedTile(Window(512, 0, 512, 512), "HTTP 500"),),
+        run=run,
+        submission_id=submission_id,
+    )
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_redelivered_request_publishes_the_recorded_status_again_and_runs_nothing(
+    published: bool,
+) -> None:
+    harness = Harness()
+    harness.jobs.put(JOB, URL, ended("m-1", published))
+    harness.handle(QueueMessage("m-1", "r-2", BODY, receive_count=2))
+
+    assert harness.pipeline.planned == 0
+    (event,) = harness.statuses.events
+    assert event.status is Status.PARTIAL
+    assert event.sns_attributes() == {
+        "status": "PARTIAL",
+        "job_id": JOB,
+        "image_status": "PARTIAL",
+        "image_id": f"{JOB}:{URL}",
+        "processing_duration": "2500",
+        "failed_tiles": "[[[0,512],[512,512]]]",
+        "failed_tile_count": "1",
+    }
+    assert harness.queue.deleted == ["m-1"]
+    assert not harness.queue.dead
+    record = harness.jobs.records[f"{JOB}:{URL}"]
+    assert record.published
+    assert record.run == 1
+
+
+def test_a_message_sent_again_by_the_worker_is_the_same_submission() -> None:
+    harness = Harness()
+    harness.jobs.put(JOB, URL, ended("m-1", published=True))
+    harness.handle(QueueMessage("m-7", "r-7", BODY, receive_count=1, submission_id="m-1"))
+    assert harness.pipeline.planned == 0
+    assert [e.status for e in harness.statuses.events] == [Status.PARTIAL]
+    assert harness.queue.deleted == ["m-7"]
+
+
+def test_new_submission_of_an_ended_job_runs_again_and_ends_with_its_own_status() -> None:
+    # The image is gone since the first run: the new run ends FAILED, with a status.
+    harness = Harness(PlanOnly(ImageUnavailableError("cannot open s3://images/a.tif")))
+    harness.jobs.put(JOB, URL, ended("m-1", published=True))
+    harness.handle(QueueMessage("m-2", "r-2", BODY, receive_count=1))
+
+    assert harness.pipeline.planned == 1
+    (event,) = harness.statuses.events
+    assert event.status is Status.FAILED
+    assert "cannot open s3://images/a.tif" in event.description
+    record = harness.jobs.records[f"{JOB}:{URL}"]
+    assert (record.run, record.submission_id, record.final_status) == (2, "m-2", Status.FAILED)
+    assert record.published
+    assert record.regions_done == frozenset()
+    assert harness.queue.dead  # a request whose image failed in planning is dead-lettered
+
+
+def test_message_ids_default_to_the_submission() -> None:
+    assert QueueMessage("m-1", "r", "{}", 1).submission_id == "m-1"
+    assert QueueMessage("m-2", "r", "{}", 1, submission_id="m-1").submission_id == "m-1"
+
+
+def region(run: int, region_id: int = 2, tile_count: int = 4) -> RegionRequest:
+    return RegionRequest(
+        job_id=JOB,
+        image_index=0,
+        region_id=region_id,
+        region_count=2,
+        region_size_px=1024,
+        tile_count=tile_count,
+        region_bounds=(0, 1024, 1024, 1024),
+        image_request=BODY,
+        run=run,
+    )
+
+
+def in_progress(run: int, tile_count: int = 8) -> ImageRecord:
+    now = time.time()
+    return ImageRecord(
+        region_count=2, tile_count=tile_count, start_time=now, deadline=now + 100, run=run
+    )
+
+
+def test_region_of_an_earlier_run_is_acknowledged_and_ignored() -> None:
+    harness = Harness()
+    harness.jobs.put(JOB, URL, in_progress(run=2))
+    harness.handle(QueueMessage("m-r", "r-r", region(run=1).body(), 1), is_region=True)
+    assert harness.queue.deleted == ["m-r"]
+    assert harness.pipeline.planned == 0
+    assert not harness.statuses.events
+    assert not harness.staging.objects
+    assert harness.jobs.records[f"{JOB}:{URL}"].regions_done == frozenset()
+
+
+def test_region_messages_without_a_run_are_of_the_first() -> None:
+    body = json.loads(region(run=1).body())
+    del body["run"]
+    assert RegionRequest.model_validate_json(json.dumps(body)).run == 1
+
+
+def test_given_up_region_of_an_earlier_run_is_not_counted() -> None:
+    harness = Harness()
+    harness.jobs.put(JOB, URL, in_progress(run=3))
+    request = parse_image_request(BODY)
+    asyncio.run(harness.coordinator.give_up_region(region(run=2), request, "endpoint gone"))
+    assert not harness.staging.objects
+    assert harness.jobs.records[f"{JOB}:{URL}"].regions_done == frozenset()
+
+
+def test_every_tile_failing_fails_the_image_with_the_counts_and_tiles() -> None:
+    """Region 1's four tiles failed; region 2 is given up: FAILED with 8 of 8 failed."""
+    harness = Harness(PlanOnly())
+    harness.jobs.put(JOB, URL, dataclasses.replace(in_progress(run=1), regions_done=frozenset({1})))
+    failures = tuple(
+        FailedTile(Window(col, row, 512, 512), "HTTP 500") for row in (0, 512) for col in (0, 512)
+    )
+    harness.staging.objects[(JOB, 0, 1, 1)] = StagedRegion(
+        table=DetectionTable(),
+        tile_count=4,
+        failed_tiles=failures,
+    )
+    request = parse_image_request(BODY)
+    asyncio.run(harness.coordinator.give_up_region(region(run=1), request, "endpoint gone"))
+
+    (event,) = harness.statuses.events
+    attributes = event.sns_attributes()
+    assert attributes["status"] == "FAILED"
+    assert attributes["failed_tile_count"] == "8"
+    listed = json.loads(attributes["failed_tiles"])
+    assert listed[:4] == [[[row, col], [512, 512]] for row in (0, 512) for col in (0, 512)]
+    assert listed[4] == [[1024, 0], [1024, 1024]]  # the given-up region, as one entry
+    assert "all 8 tiles failed" in event.description
+    assert "8 tiles (8 failed)" in event.description
+    final = harness.jobs.records[f"{JOB}:{URL}"]
+    assert (final.tile_count, final.failed_tiles, len(final.failed_tile_list)) == (8, 8, 5)
+    assert any("all 8 tiles failed" in reason for reason in harness.queue.dead)
+
+
+def test_failing_an_image_in_progress_counts_its_tiles() -> None:
+    harness = Harness()
+    harness.jobs.put(JOB, URL, in_progress(run=1, tile_count=9))
+    request = parse_image_request(BODY)
+    asyncio.run(harness.coordinator.fail_image(request, 0, "job deadline exceeded", "m-1"))
+    (event,) = harness.statuses.events
+    assert event.sns_attributes()["failed_tile_count"] == "9"
+    assert event.sns_attributes()["failed_tiles"] == "[]"
+    assert harness.jobs.records[f"{JOB}:{URL}"].tile_count == 9

@@ -1,0 +1,230 @@
+"""Image records as values, and their DynamoDB item form. Pure: no I/O.
+
+Item fields (DynamoDB attribute types in brackets):
+
+* ``image_id`` [S] (hash key, ``<jobId>:<imageUrl>``), ``job_id``, ``image_url``, ``job_name``
+  [S]; ``status`` [S] (IN_PROGRESS, then the terminal status); ``expire_time`` [N] (TTL).
+* ``run`` [N]: 1 for the first run of the image, one more each time a new submission of the
+  ended job runs it again. ``submission_id`` [S]: the SQS message id of the request that
+  started the run (the original id for a message the worker sent again itself).
+* ``region_count``, ``tile_count`` [N]; ``start_time``, ``deadline``, ``end_time`` [N, epoch
+  seconds]; ``regions_done`` [NS].
+* ``lease_owner`` [S], ``lease_until`` [N]: the finaliser's claim.
+* ``final_status`` [S], ``published`` [BOOL], ``reason`` [S], ``feature_count`` [N],
+  ``outputs`` [L of S].
+* ``processing_duration`` [N, seconds, 3 decimals] and ``processing_duration_ms`` [N, integer].
+* ``failed_tiles`` [N]: the count of failed tiles. ``failed_tile_list`` [L of S]:
+  ``"row,col WIDTHxHEIGHT: reason"`` for up to ``MAX_RECORDED_FAILED_TILES`` of them.
+  ``failed_tile_details`` [L of M]: the same tiles as ``{row, col, width, height [N],
+  reason [S]}``, the machine-readable form.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tiling.grid import Window
+from worker.staging import FailedTile, StagedRegion
+from worker.status import Status
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
+
+MAX_RECORDED_FAILED_TILES = 100
+MS_PER_S = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What a run of an image starts with.
+
+    With an ``endpoint`` and a ``load``, the image counts as active on that endpoint (for
+    capacity-based throttling) until its outcome is recorded. ``submission_id`` names the
+    request that asks for the run ("" when unknown: such a call never starts a new run of an
+    ended image).
+    """
+
+    job_name: str | None
+    region_count: int
+    tile_count: int
+    deadline_s: float
+    submission_id: str = ""
+    endpoint: str | None = None
+    load: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOutcome:
+    """How an image ended: what its record and terminal status report.
+
+    ``failed_tiles`` counts every tile without results; ``failed_tile_list`` holds those whose
+    window is known (a FAILED image that never ran a tile counts them all and lists none).
+    """
+
+    status: Status
+    tile_count: int = 0
+    failed_tiles: int = 0
+    feature_count: int = 0
+    duration_s: float = 0.0
+    reason: str = ""
+    outputs: tuple[str, ...] = ()
+    failed_tile_list: tuple[FailedTile, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """The state of one image of a job, as stored.
+
+    ``created`` is True when the call that returned the record started its run (a new image,
+    or an ended one run again for a new submission).
+    """
+
+    region_count: int
+    tile_count: int
+    start_time: float
+    deadline: float
+    regions_done: frozenset[int] = frozenset()
+    final_status: Status | None = None
+    published: bool = False
+    reason: str = ""
+    failed_tiles: int = 0
+    feature_count: int = 0
+    duration_s: float = 0.0
+    outputs: tuple[str, ...] = ()
+    failed_tile_list: tuple[FailedTile, ...] = ()
+    run: int = 1
+    submission_id: str = ""
+    created: bool = False
+
+    def outcome(self) -> ImageOutcome | None:
+        """The recorded terminal outcome, None before there is one."""
+        if self.final_status is None:
+            return None
+        return ImageOutcome(
+            status=self.final_status,
+            tile_count=self.tile_count,
+            failed_tiles=self.failed_tiles,
+            feature_count=self.feature_count,
+            duration_s=self.duration_s,
+            reason=self.reason,
+            outputs=self.outputs,
+            failed_tile_list=self.failed_tile_list,
+        )
+
+    @property
+    def complete(self) -> bool:
+        """Every region has been recorded."""
+        return len(self.regions_done) >= self.region_count
+
+    def past_deadline(self, now: float | None = None) -> bool:
+        """The job deadline has passed."""
+        return (time.time() if now is None else now) > self.deadline
+
+    def redelivered(self, submission_id: str) -> bool:
+        """The run was started by ``submission_id`` (a redelivery of its message)."""
+        return bool(submission_id) and self.submission_id == submission_id
+
+
+def all_tiles_failed(staged: Sequence[StagedRegion], started: float) -> ImageOutcome | None:
+    """The FAILED outcome of an image none of whose tiles gave results, with the counts and
+    the failed tiles; None if some tile did."""
+    failures = tuple(f for s in staged for f in s.failed_tiles)
+    failed = sum(s.failed_count for s in staged)
+    tile_count = sum(s.tile_count for s in staged)
+    if not tile_count or failed < tile_count:
+        return None
+    first = failures[0].reason if failures else "no tile was processed"
+    return ImageOutcome(
+        status=Status.FAILED,
+        tile_count=tile_count,
+        failed_tiles=failed,
+        duration_s=time.time() - started,
+        reason=f"all {failed} tiles failed; first: {first}",
+        failed_tile_list=failures,
+    )
+
+
+def s_value(value: str) -> AttributeValueTypeDef:
+    """A DynamoDB string."""
+    return {"S": value}
+
+
+def n_value(value: float) -> AttributeValueTypeDef:
+    """A DynamoDB number."""
+    return {"N": str(value)}
+
+
+def failed_tile_items(tiles: tuple[FailedTile, ...]) -> dict[str, AttributeValueTypeDef]:
+    """``failed_tile_list`` and ``failed_tile_details`` of the first recorded tiles."""
+    kept = tiles[:MAX_RECORDED_FAILED_TILES]
+    details: list[AttributeValueTypeDef] = [
+        {
+            "M": {
+                "row": n_value(t.window.row_off),
+                "col": n_value(t.window.col_off),
+                "width": n_value(t.window.width),
+                "height": n_value(t.window.height),
+                "reason": s_value(t.reason),
+            }
+        }
+        for t in kept
+    ]
+    return {
+        "failed_tile_list": {"L": [s_value(t.describe()) for t in kept]},
+        "failed_tile_details": {"L": details},
+    }
+
+
+def duration_items(duration_s: float) -> dict[str, AttributeValueTypeDef]:
+    """``processing_duration`` (seconds) and ``processing_duration_ms``."""
+    return {
+        "processing_duration": n_value(round(duration_s, 3)),
+        "processing_duration_ms": n_value(round(duration_s * MS_PER_S)),
+    }
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    items = value.get("L", []) if isinstance(value, dict) else []
+    return tuple(v["S"] for v in items if "S" in v)
+
+
+def _failed_tiles(value: Any) -> tuple[FailedTile, ...]:
+    items = value.get("L", []) if isinstance(value, dict) else []
+    tiles = []
+    for item in items:
+        tile = item.get("M", {})
+        window = Window(
+            int(tile["col"]["N"]),
+            int(tile["row"]["N"]),
+            int(tile["width"]["N"]),
+            int(tile["height"]["N"]),
+        )
+        tiles.append(FailedTile(window, tile.get("reason", {}).get("S", "")))
+    return tuple(tiles)
+
+
+def record_of(item: dict[str, Any], created: bool = False) -> ImageRecord:
+    """The record a DynamoDB item holds (items written before a field existed read as its
+    default)."""
+    final = item.get("final_status", {}).get("S")
+    return ImageRecord(
+        region_count=int(item["region_count"]["N"]),
+        tile_count=int(item.get("tile_count", {}).get("N", "0")),
+        start_time=float(item["start_time"]["N"]),
+        deadline=float(item["deadline"]["N"]),
+        regions_done=frozenset(int(v) for v in item.get("regions_done", {}).get("NS", [])),
+        final_status=Status(final) if final else None,
+        published=bool(item.get("published", {}).get("BOOL", False)),
+        reason=item.get("reason", {}).get("S", ""),
+        failed_tiles=int(item.get("failed_tiles", {}).get("N", "0")),
+        feature_count=int(item.get("feature_count", {}).get("N", "0")),
+        duration_s=float(item.get("processing_duration", {}).get("N", "0")),
+        outputs=_strings(item.get("outputs")),
+        failed_tile_list=_failed_tiles(item.get("failed_tile_details")),
+        run=int(item.get("run", {}).get("N", "1")),
+        submission_id=item.get("submission_id", {}).get("S", ""),
+        created=created,
+    )
