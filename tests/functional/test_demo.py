@@ -1,5 +1,6 @@
 """``make run``'s job: its own stack, the sample NITF, success and a summary."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,9 @@ def test_demo_runs_the_sample_job(tmp_path: Path) -> None:
     assert "tiles 9 (failed 0), features 9" in done.stdout
     assert '"sourceDT": "1996-12-17T10:26:30Z"' in done.stdout
     assert "local stack stopped" in done.stdout
+    (geojson,) = (tmp_path / "results").glob("*.geojson")
+    (picture,) = (tmp_path / "results").glob("*.png")
+    assert f"kept here: results/{geojson.name} and results/{picture.name}" in done.stdout
+    assert len(json.loads(geojson.read_text())["features"]) == 9
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    assert "Warning" not in done.stdout + done.stderr
