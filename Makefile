@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m infra.demo
+	$(BIN)/python -m client.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -28,8 +28,8 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from client.cli import submit, wait_for_job
 from infra.local_stack import LocalStack
-from worker.cli import submit, wait_for_job
 
 
 def make_image(path: Path, size: int) -> None:

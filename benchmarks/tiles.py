@@ -67,12 +67,11 @@ from rasterio.windows import Window as RioWindow
 
 from tiling.grid import Window
 from tiling.image import WindowReader
-from worker.endpoints import ModelEndpoint
-from worker.messages import VALID_PAIRS, ImageRequest
+from worker.contract.messages import VALID_PAIRS, ImageRequest
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress, encode_window
+from worker.ports import ModelEndpoint, Sink
 from worker.regions import Region
 from worker.settings import Settings
-from worker.sinks import Sink
 
 # The valid pairs (README "Tile format and compression pairs").
 PAIRS = VALID_PAIRS

@@ -1,6 +1,6 @@
 """In-memory fakes of the worker's ports, for tests of the rules that use them.
 
-``MemoryJobStore`` follows the rules of :class:`worker.jobstore.DynamoJobStore` (tested
+``MemoryJobStore`` follows the rules of :class:`worker.adapters.dynamodb.DynamoJobStore` (tested
 against the real emulator in ``tests/worker/test_jobstore.py``); the others record calls.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from worker.queue import QueueMessage
-from worker.records import ImageOutcome, ImageRecord, RunPlan
+from worker.contract.records import ImageOutcome, ImageRecord, RunPlan
+from worker.contract.status import StatusEvent
+from worker.ports import QueueMessage
 from worker.staging import StagedRegion
-from worker.status import StatusEvent
 
 
 class MemoryJobStore:

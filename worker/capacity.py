@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.messages import ImageRequest, ProcessorType
+from worker.adapters.variants import EndpointDescriptions
+from worker.contract.messages import ImageRequest, ProcessorType
 from worker.settings import Settings
-from worker.variants import EndpointDescriptions
 
 log = logging.getLogger(__name__)
 

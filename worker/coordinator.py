@@ -30,9 +30,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from postprocessing.table import DetectionTable
 from tiling.grid import Window
 from worker.capacity import image_load
+from worker.contract.messages import ImageRequest, RegionRequest
+from worker.contract.records import FailedTile, ImageOutcome, ImageRecord, RunPlan
+from worker.contract.status import Status
 from worker.errors import FinalisingElsewhere, PermanentError
-from worker.jobstore import JobStore
-from worker.messages import ImageRequest, RegionRequest
 from worker.metrics import (
     MetricsWriter,
     gathering_tile_stats,
@@ -41,8 +42,7 @@ from worker.metrics import (
     set_log_context,
 )
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress
-from worker.queue import DeadLetters, MessageSender
-from worker.records import ImageOutcome, ImageRecord, RunPlan
+from worker.ports import DeadLetters, JobStore, MessageSender, Staging, StatusPublisher
 from worker.regions import Region
 from worker.reports import (
     describe_outcome,
@@ -52,8 +52,7 @@ from worker.reports import (
     started_event,
 )
 from worker.settings import Settings
-from worker.staging import FailedTile, StagedRegion, Staging
-from worker.status import Status, StatusPublisher
+from worker.staging import StagedRegion
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,14 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.capacity import CapacityGate
+from worker.contract.messages import (
+    ImageRequest,
+    RegionRequest,
+    job_id_of,
+    parse_image_request,
+    parse_region_request,
+)
+from worker.contract.status import Status, StatusEvent
 from worker.coordinator import Coordinator
 from worker.errors import (
     FinalisingElsewhere,
@@ -33,13 +41,6 @@ from worker.errors import (
     RetryableError,
 )
 from worker.health import touch
-from worker.messages import (
-    ImageRequest,
-    RegionRequest,
-    job_id_of,
-    parse_image_request,
-    parse_region_request,
-)
 from worker.metrics import (
     MetricsWriter,
     capacity_wait_values,
@@ -47,9 +48,8 @@ from worker.metrics import (
     set_log_context,
 )
 from worker.policy import check_endpoint, check_image_urls
-from worker.queue import MessageQueue, QueueMessage
+from worker.ports import MessageQueue, QueueMessage, StatusPublisher
 from worker.settings import Settings
-from worker.status import Status, StatusEvent, StatusPublisher
 
 log = logging.getLogger(__name__)
 

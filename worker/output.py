@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from concurrent.futures import Executor
 
-from worker.sinks import Sink, SinkWriter
+from worker.ports import Sink, SinkWriter
 
 
 async def write_outputs(

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,20 +35,20 @@ from tiling.errors import ImageOpenError, TilingError
 from tiling.gdalenv import ReadCredentials
 from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
-from worker.credentials import ReadCredentialSource, image_read_credentials
-from worker.endpoints import ModelEndpoint
+from worker.adapters.credentials import ReadCredentialSource, image_read_credentials
+from worker.contract.messages import ImageRequest
+from worker.contract.records import FailedTile, ImageOutcome
+from worker.contract.status import Status
 from worker.errors import EndpointError, ImageUnavailableError
-from worker.messages import ImageRequest
 from worker.metrics import tile_stats
 from worker.output import write_outputs
 from worker.plan import ImagePlan, plan_image
 from worker.policy import check_image_size
-from worker.records import ImageOutcome, all_tiles_failed
+from worker.ports import EndpointFactory, ModelEndpoint, SinkFactory
 from worker.regions import Region, split_regions
+from worker.reports import all_tiles_failed
 from worker.settings import Settings
-from worker.sinks import Sink
-from worker.staging import FailedTile, StagedRegion
-from worker.status import Status
+from worker.staging import StagedRegion
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +64,6 @@ ENCODE_BATCH_BYTES = 8 << 20
 # Model replies up to this size (a few features) are parsed on the event loop, in well under
 # a millisecond; larger ones on the thread pool.
 INLINE_REPLY_BYTES = 4096
-
-
-class EndpointFactory(Protocol):
-    """Builds the endpoint a request targets."""
-
-    async def for_request(self, request: ImageRequest) -> ModelEndpoint:
-        """Return the request's model endpoint."""
-        ...
-
-
-class SinkFactory(Protocol):
-    """Builds the outputs a request asks for."""
-
-    async def for_request(self, request: ImageRequest) -> list[Sink]:
-        """Return the request's outputs."""
-        ...
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from tiling.errors import UnsupportedEncodingError
 from tiling.grid import Window, axis_origins, tile_grid
 from tiling.image import ImageInfo
 from tiling.roi import RegionError, region_in_pixels, tiles_in_region
+from worker.contract.messages import ImageRequest
 from worker.errors import PermanentError
-from worker.messages import ImageRequest
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from tiling.image import ImageInfo
+from worker.contract.messages import ImageRequest, ProcessorType
 from worker.errors import InvalidRequestError, PermanentError
-from worker.messages import ImageRequest, ProcessorType
 
 _LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
 _METADATA_V6 = ipaddress.ip_address("fd00:ec2::254")

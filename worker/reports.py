@@ -1,17 +1,18 @@
 """The status events of an image: terminal, per region and progress. Pure: no I/O.
 
 Every event that reports failed tiles carries their count (``failed_tile_count``) and their
-windows (``failed_tiles``, bounded when published: see :mod:`worker.status`).
+windows (``failed_tiles``, bounded when published: see :mod:`worker.contract.status`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from tiling.grid import Window
-from worker.records import ImageOutcome
-from worker.staging import FailedTile, StagedRegion
-from worker.status import MAX_LISTED_FAILED_TILES, Status, StatusEvent
+from worker.contract.records import FailedTile, ImageOutcome
+from worker.contract.status import MAX_LISTED_FAILED_TILES, Status, StatusEvent
+from worker.staging import StagedRegion
 
 DESCRIBED_FAILED_TILES = 5
 
@@ -120,4 +121,23 @@ def progress_event(
         failed_tiles=windows_of(failures),
         tiles_done=done,
         tile_count=total,
+    )
+
+
+def all_tiles_failed(staged: Sequence[StagedRegion], started: float) -> ImageOutcome | None:
+    """The FAILED outcome of an image none of whose tiles gave results, with the counts and
+    the failed tiles; None if some tile did."""
+    failures = tuple(f for s in staged for f in s.failed_tiles)
+    failed = sum(s.failed_count for s in staged)
+    tile_count = sum(s.tile_count for s in staged)
+    if not tile_count or failed < tile_count:
+        return None
+    first = failures[0].reason if failures else "no tile was processed"
+    return ImageOutcome(
+        status=Status.FAILED,
+        tile_count=tile_count,
+        failed_tiles=failed,
+        duration_s=time.time() - started,
+        reason=f"all {failed} tiles failed; first: {first}",
+        failed_tile_list=failures,
     )

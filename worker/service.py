@@ -15,23 +15,23 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiobotocore.session import get_session
 
+from worker.adapters.credentials import RoleClients
+from worker.adapters.dynamodb import DynamoJobStore
+from worker.adapters.endpoints import HttpEndpoint, SageMakerEndpoint
+from worker.adapters.s3_staging import S3Staging
+from worker.adapters.sinks import KinesisSink, S3Sink
+from worker.adapters.sns import LogStatusPublisher, SnsStatusPublisher
+from worker.adapters.sqs import SqsQueue
+from worker.adapters.variants import EndpointDescriptions, choose_variant
 from worker.capacity import CapacityGate
+from worker.contract.messages import ImageRequest, KinesisOutput, ProcessorType
 from worker.coordinator import Coordinator, Reporting
-from worker.credentials import RoleClients
-from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
-from worker.jobstore import DynamoJobStore
 from worker.limiter import AimdLimiter
 from worker.loop import Worker
-from worker.messages import ImageRequest, KinesisOutput, ProcessorType
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
-from worker.publish import LogStatusPublisher, SnsStatusPublisher
-from worker.queue import SqsQueue
+from worker.ports import ModelEndpoint, Sink, StatusPublisher
 from worker.settings import Settings
-from worker.sinks import KinesisSink, S3Sink, Sink
-from worker.staging import S3Staging
-from worker.status import StatusPublisher
-from worker.variants import EndpointDescriptions, choose_variant
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis.client import KinesisClient

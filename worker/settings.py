@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.messages import MAX_SQS_MESSAGE_BYTES, REGION_ENVELOPE_BYTES, RequestLimits
+from worker.contract.messages import MAX_SQS_MESSAGE_BYTES, REGION_ENVELOPE_BYTES, RequestLimits
 
 MAX_REQUEST_BYTES = MAX_SQS_MESSAGE_BYTES - REGION_ENVELOPE_BYTES
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.functional
 
 def modelrunner(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "client.cli", *args],
         env={**os.environ, **stack.local.worker_environment()},
         capture_output=True,
         text=True,

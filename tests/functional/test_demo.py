@@ -12,7 +12,7 @@ pytestmark = pytest.mark.functional
 
 def test_demo_runs_the_sample_job(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "infra.demo"],
+        [sys.executable, "-m", "client.demo"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(Path(__file__).parents[2]), "PATH": "/usr/bin:/bin"},
         capture_output=True,

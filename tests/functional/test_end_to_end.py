@@ -16,7 +16,7 @@ from rasterio.crs import CRS
 from tests.functional.helpers import Stack, write_geotiff
 from tests.tiling.test_sensor_models import RPCS
 from tiling.sensor import RpcSensorModel
-from worker.variants import choose_variant
+from worker.adapters.variants import choose_variant
 
 pytestmark = pytest.mark.functional
 

@@ -154,7 +154,7 @@ def test_submit_wait_follows_a_resubmitted_job_to_its_new_end(stack: Stack, tmp_
 def modelrunner_without_topic(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """The command line with no status topic configured: it follows the job records."""
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "client.cli", *args],
         env={
             **os.environ,
             **stack.local.worker_environment(),

@@ -9,7 +9,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from tests.functional.helpers import Stack
-from worker.sinks import KINESIS_MAX_RECORD_BYTES, KinesisSink, S3Sink, S3Writer
+from worker.adapters.sinks import KINESIS_MAX_RECORD_BYTES, KinesisSink, S3Sink, S3Writer
 
 pytestmark = pytest.mark.functional
 

@@ -19,7 +19,7 @@ from models.bioimageio.adapter import (
 from models.bioimageio.local import LocalBackend
 from tests.models.bioimageio_sample import conv_reference, write_sample_package
 from tiling.encode import encode_tile
-from worker.messages import VALID_PAIRS
+from worker.contract.messages import VALID_PAIRS
 
 # bioimageio.spec leaves the package's files open when it loads one (a ResourceWarning raised
 # at garbage collection); that is its leak, once per model load, not this code's.

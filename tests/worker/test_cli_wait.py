@@ -2,7 +2,7 @@
 
 import pytest
 
-from worker.follow import Submission, ended_for
+from client.follow import Submission, ended_for
 
 SENT = Submission("m-2", sent_at_s=1000.0)
 

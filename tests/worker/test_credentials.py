@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
 
-from worker.credentials import (
+from worker.adapters.credentials import (
     READ_VALIDITY_S,
     REFRESH_MARGIN_S,
     RoleClients,

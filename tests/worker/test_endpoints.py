@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import aiohttp
 import pytest
 
-from worker.endpoints import HttpEndpoint, parse_retry_after
+from worker.adapters.endpoints import HttpEndpoint, parse_retry_after
 from worker.errors import EndpointPermanentError, EndpointRetryableError
 from worker.limiter import AimdLimiter
 

@@ -1,6 +1,6 @@
 """Folding status message attributes into a job's progress."""
 
-from worker.follow import BAR_WIDTH, JobProgress
+from client.follow import BAR_WIDTH, JobProgress
 
 JOB = "job-1"
 A = "s3://images/a.tif"

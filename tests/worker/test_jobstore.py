@@ -14,11 +14,10 @@ from aiobotocore.session import get_session
 from moto.server import ThreadedMotoServer
 
 from tiling.grid import Window
-from worker.jobstore import DynamoJobStore
-from worker.queue import SqsQueue
-from worker.records import ImageOutcome, RunPlan
-from worker.staging import FailedTile
-from worker.status import Status
+from worker.adapters.dynamodb import DynamoJobStore
+from worker.adapters.sqs import SqsQueue
+from worker.contract.records import FailedTile, ImageOutcome, RunPlan
+from worker.contract.status import Status
 
 T = TypeVar("T")
 URL = "s3://images/a.tif"

@@ -4,13 +4,13 @@ import asyncio
 import json
 from typing import Any, cast
 
+from worker.contract.messages import ImageRequest, RegionRequest
+from worker.contract.status import StatusEvent
 from worker.coordinator import Coordinator
 from worker.errors import FinalisingElsewhere
 from worker.loop import Work, Worker
-from worker.messages import ImageRequest, RegionRequest
-from worker.queue import QueueMessage
+from worker.ports import QueueMessage
 from worker.settings import Settings
-from worker.status import StatusEvent
 
 REQUEST = {
     "jobId": "job-1",

@@ -5,8 +5,7 @@ from typing import Any
 
 import pytest
 
-from worker.errors import InvalidRequestError
-from worker.messages import (
+from worker.contract.messages import (
     AlgorithmType,
     KinesisOutput,
     ProcessorType,
@@ -17,6 +16,7 @@ from worker.messages import (
     job_id_of,
     parse_image_request,
 )
+from worker.errors import InvalidRequestError
 
 
 def minimal(**extra: Any) -> dict[str, Any]:

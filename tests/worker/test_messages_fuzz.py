@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker.contract.messages import job_id_of, parse_image_request
 from worker.errors import InvalidRequestError
-from worker.messages import job_id_of, parse_image_request
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

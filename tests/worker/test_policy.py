@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from tiling.image import ImageInfo
+from worker.contract.messages import ImageRequest, parse_image_request
 from worker.errors import InvalidRequestError, PermanentError
-from worker.messages import ImageRequest, parse_image_request
 from worker.policy import (
     check_endpoint,
     check_image_size,

@@ -16,16 +16,16 @@ import pytest
 from postprocessing.table import DetectionTable
 from tests.fakes import MemoryJobStore, MemoryStaging, RecordingPublisher, RecordingQueue
 from tiling.grid import Window
+from worker.contract.messages import ImageRequest, RegionRequest, parse_image_request
+from worker.contract.records import FailedTile, ImageRecord
+from worker.contract.status import Status
 from worker.coordinator import Coordinator, Reporting
 from worker.errors import ImageUnavailableError
 from worker.loop import Work, Worker
-from worker.messages import ImageRequest, RegionRequest, parse_image_request
-from worker.pipeline import EndpointFactory, ImageJob, ImagePipeline, SinkFactory
-from worker.queue import QueueMessage
-from worker.records import ImageRecord
+from worker.pipeline import ImageJob, ImagePipeline
+from worker.ports import EndpointFactory, QueueMessage, SinkFactory
 from worker.settings import Settings
-from worker.staging import FailedTile, StagedRegion
-from worker.status import Status
+from worker.staging import StagedRegion
 
 JOB = "job-1"
 URL = "s3://images/a.tif"

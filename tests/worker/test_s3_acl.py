@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
+from worker.adapters.sinks import S3Writer
 from worker.settings import Settings
-from worker.sinks import S3Writer
 
 
 class RecordingS3:

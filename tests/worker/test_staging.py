@@ -8,13 +8,8 @@ import shapely
 
 from postprocessing.table import Detection, DetectionTable, table_arrays, table_from_arrays
 from tiling.grid import Window
-from worker.staging import (
-    FailedTile,
-    StagedRegion,
-    StagingCorruptError,
-    decode_region,
-    encode_region,
-)
+from worker.contract.records import FailedTile
+from worker.staging import StagedRegion, StagingCorruptError, decode_region, encode_region
 
 
 def table() -> DetectionTable:

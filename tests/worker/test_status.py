@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tiling.grid import Window
-from worker.status import (
+from worker.contract.status import (
     MAX_DESCRIPTION_CHARS,
     MAX_FAILED_TILES_CHARS,
     MAX_LISTED_FAILED_TILES,

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from worker.variants import choose_variant
+from worker.adapters.variants import choose_variant
 
 
 def test_weights_over_many_jobs() -> None:

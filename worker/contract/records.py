@@ -22,19 +22,41 @@ Item fields (DynamoDB attribute types in brackets):
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tiling.grid import Window
-from worker.staging import FailedTile, StagedRegion
-from worker.status import Status
+from worker.contract.status import Status
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
 MAX_RECORDED_FAILED_TILES = 100
 MS_PER_S = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FailedTile:
+    """A tile that failed after its retries, and why."""
+
+    window: Window
+    reason: str
+
+    def describe(self) -> str:
+        """``row,col widthxheight: reason`` (pixel offsets in the full image)."""
+        w = self.window
+        return f"{w.row_off},{w.col_off} {w.width}x{w.height}: {self.reason}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The tile as a JSON object."""
+        w = self.window
+        return {
+            "row": w.row_off,
+            "col": w.col_off,
+            "width": w.width,
+            "height": w.height,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,25 +148,6 @@ class ImageRecord:
     def redelivered(self, submission_id: str) -> bool:
         """The run was started by ``submission_id`` (a redelivery of its message)."""
         return bool(submission_id) and self.submission_id == submission_id
-
-
-def all_tiles_failed(staged: Sequence[StagedRegion], started: float) -> ImageOutcome | None:
-    """The FAILED outcome of an image none of whose tiles gave results, with the counts and
-    the failed tiles; None if some tile did."""
-    failures = tuple(f for s in staged for f in s.failed_tiles)
-    failed = sum(s.failed_count for s in staged)
-    tile_count = sum(s.tile_count for s in staged)
-    if not tile_count or failed < tile_count:
-        return None
-    first = failures[0].reason if failures else "no tile was processed"
-    return ImageOutcome(
-        status=Status.FAILED,
-        tile_count=tile_count,
-        failed_tiles=failed,
-        duration_s=time.time() - started,
-        reason=f"all {failed} tiles failed; first: {first}",
-        failed_tile_list=failures,
-    )
 
 
 def s_value(value: str) -> AttributeValueTypeDef:

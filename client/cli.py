@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
 
+from client.follow import JobProgress, Submission, ended_for, follow, subscribe
+from client.preview import preview
+from worker.contract.messages import ImageRequest, RequestLimits, parse_image_request
+from worker.contract.status import Status
 from worker.errors import InvalidRequestError
-from worker.follow import JobProgress, Submission, ended_for, follow, subscribe
-from worker.messages import ImageRequest, RequestLimits, parse_image_request
-from worker.preview import preview
 from worker.settings import Settings
-from worker.status import Status
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

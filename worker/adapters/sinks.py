@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import SinkError
+from worker.ports import SinkWriter
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis.client import KinesisClient
@@ -29,30 +30,6 @@ KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 KINESIS_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 KINESIS_MAX_REQUEST_RECORDS = 500
 KINESIS_ATTEMPTS = 5
-
-
-class SinkWriter(Protocol):
-    """One image's output in progress."""
-
-    async def write(self, features: list[str]) -> None:
-        """Add Feature texts."""
-        ...
-
-    async def close(self) -> str:
-        """Finish the output; return where it went."""
-        ...
-
-    async def abort(self) -> None:
-        """Give up the output, leaving nothing half-written where possible."""
-        ...
-
-
-class Sink(Protocol):
-    """Somewhere the features of images are written."""
-
-    async def open(self, job_id: str, output_name: str) -> SinkWriter:
-        """Start the output of one image."""
-        ...
 
 
 class S3Sink:

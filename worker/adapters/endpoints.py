@@ -12,7 +12,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,19 +35,6 @@ BACKOFF_CAP_S = 10.0
 RETRY_AFTER_CAP_S = 60.0
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 1024 * 1024
-
-
-class ModelEndpoint(Protocol):
-    """Runs a model on one encoded tile and returns the reply body."""
-
-    async def invoke(self, payload: bytes, content_type: str) -> bytes:
-        """Send one tile.
-
-        Raises:
-            EndpointRetryableError: Still throttled or unavailable after the retries.
-            EndpointPermanentError: The model rejected the tile.
-        """
-        ...
 
 
 async def with_retries(

@@ -3,15 +3,16 @@
 A message the worker sends again itself (to wait for capacity, or for another worker's
 finalisation) is a new SQS message with a new id; it carries the id of the submission it
 continues in the ``modelrunner_submission_id`` message attribute, so it still counts as that
-submission (see :mod:`worker.jobstore`).
+submission (see :mod:`worker.adapters.dynamodb`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from worker.ports import QueueMessage
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -20,26 +21,6 @@ log = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 1000
 SUBMISSION_ATTRIBUTE = "modelrunner_submission_id"
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMessage:
-    """A received message and what is needed to settle it.
-
-    ``submission_id`` names the request the message carries: its own id, or the id of the
-    message it was sent again for (the ``modelrunner_submission_id`` attribute).
-    """
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-    sent_at_s: float | None = None  # when the message was sent (epoch seconds)
-    submission_id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.submission_id:
-            object.__setattr__(self, "submission_id", self.message_id)
 
 
 def _sent_at_s(value: str | None) -> float | None:
@@ -52,50 +33,6 @@ def _sent_at_s(value: str | None) -> float | None:
 def _submission_id(attributes: Mapping[str, Any] | None) -> str:
     attribute = (attributes or {}).get(SUBMISSION_ATTRIBUTE) or {}
     return str(attribute.get("StringValue", ""))
-
-
-class MessageQueue(Protocol):
-    """The operations the loop needs from a work queue."""
-
-    async def receive(
-        self, max_messages: int, wait_s: int, visibility_s: int
-    ) -> list[QueueMessage]:
-        """Long-poll for up to ``max_messages`` messages, hidden for ``visibility_s``."""
-        ...
-
-    async def delete(self, message: QueueMessage) -> None:
-        """Acknowledge a message."""
-        ...
-
-    async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
-        """Hide a message for ``timeout_s`` more seconds (0 releases it now)."""
-        ...
-
-    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
-        """Send one message, visible after ``delay_s`` seconds, as part of ``submission_id``
-        (if given)."""
-        ...
-
-    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
-        """Move a message to the dead-letter queue with the reason, then delete it."""
-        ...
-
-
-class DeadLetters(Protocol):
-    """Puts message bodies in a dead-letter queue."""
-
-    async def dead_letter_body(self, body: str, reason: str, source_id: str = "") -> None:
-        """Put ``body`` in the DLQ with the reason as an attribute."""
-        ...
-
-
-class MessageSender(Protocol):
-    """Sends new messages to a queue."""
-
-    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
-        """Send one message, visible after ``delay_s`` seconds, as part of ``submission_id``
-        (if given)."""
-        ...
 
 
 class SqsQueue:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from worker.status import StatusEvent
+from worker.contract.status import StatusEvent
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns.client import SNSClient

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from worker.status import Status
+from worker.contract.status import Status
 
 if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient

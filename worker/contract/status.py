@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -108,10 +107,3 @@ class StatusEvent(BaseModel):
         if self.tile_count is not None:
             attributes["tile_count"] = str(self.tile_count)
         return attributes
-
-
-class StatusPublisher(Protocol):
-    """Publishes status events (SNS in production)."""
-
-    async def publish(self, event: StatusEvent) -> None:
-        """Publish one event."""

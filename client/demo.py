@@ -16,9 +16,9 @@ from pathlib import Path
 
 import boto3
 
+from client.cli import submit, wait_for_job
+from client.preview import preview
 from infra.local_stack import SAMPLE_IMAGE, LocalStack
-from worker.cli import submit, wait_for_job
-from worker.preview import preview
 
 LOG_DIR = Path(".local-stack")
 RESULTS_DIR = Path("results")

@@ -15,19 +15,18 @@ The record is what makes distributed work safe to repeat:
   another submission), so two workers given that request do not both start it again.
   Regions and publication are recorded for one run only: those of an earlier run are refused.
 
-The item's fields are listed in :mod:`worker.records`.
+The item's fields are listed in :mod:`worker.contract.records`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from worker.errors import RetryableError
-from worker.records import (
+from worker.contract.records import (
     ImageOutcome,
     ImageRecord,
     RunPlan,
@@ -35,9 +34,10 @@ from worker.records import (
     failed_tile_items,
     record_of,
 )
-from worker.records import n_value as _n
-from worker.records import s_value as _s
-from worker.status import Status
+from worker.contract.records import n_value as _n
+from worker.contract.records import s_value as _s
+from worker.contract.status import Status
+from worker.errors import RetryableError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
@@ -54,43 +54,6 @@ RESTART_CONDITION = (
     " AND (attribute_not_exists(submission_id) OR submission_id <> :sid)"
 )
 SAME_RUN = "(attribute_not_exists(#run) OR #run = :run)"
-
-
-class JobStore(Protocol):
-    """Records images, their regions and their outcome."""
-
-    async def open_image(self, job_id: str, image_url: str, plan: RunPlan) -> ImageRecord:
-        """Create the image's record, or return the one a previous delivery made.
-
-        An image that has ended, asked for by a new submission (``plan.submission_id`` set and
-        not the one that started the recorded run), starts its next run: a fresh record
-        (``created`` True). Otherwise the record there is returned as it is.
-        """
-        ...
-
-    async def get(self, job_id: str, image_url: str) -> ImageRecord | None:
-        """The image's record, None if there is none."""
-        ...
-
-    async def region_done(
-        self, job_id: str, image_url: str, region_id: int, run: int
-    ) -> ImageRecord | None:
-        """Add ``region_id`` of ``run`` to the finished regions; return the record after the
-        change, or None if the image is no longer on ``run`` (or has no record)."""
-        ...
-
-    async def claim(self, job_id: str, image_url: str, owner: str, lease_s: float) -> bool:
-        """Take (or renew) the right to finalise; False if another worker holds it."""
-        ...
-
-    async def finish(self, job_id: str, image_url: str, owner: str, outcome: ImageOutcome) -> bool:
-        """Record the terminal outcome once; False if it was already recorded or not ours."""
-        ...
-
-    async def mark_published(self, job_id: str, image_url: str, run: int) -> None:
-        """Record that the terminal status of ``run`` was published (nothing if the image is
-        on another run now)."""
-        ...
 
 
 def _conditional_failed(err: ClientError) -> bool:
