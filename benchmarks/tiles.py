@@ -68,6 +68,7 @@ from rasterio.windows import Window as RioWindow
 from tiling.grid import Window
 from tiling.image import WindowReader
 from worker.contract.messages import VALID_PAIRS, ImageRequest
+from worker.images import ImageRef
 from worker.pipeline import ImageJob, ImagePipeline, TileProgress, encode_window
 from worker.ports import ModelEndpoint, Sink
 from worker.regions import Region
@@ -525,7 +526,8 @@ def run_all(
     with ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles") as executor:
         pipeline = ImagePipeline(settings, NullEndpoints(endpoint), NoSinks(), executor)
         for pair in pairs:
-            job = asyncio.run(pipeline.plan(tile_request(image, args.tile, args.overlap, pair), 0))
+            request = tile_request(image, args.tile, args.overlap, pair)
+            job = asyncio.run(pipeline.plan(ImageRef(request, 0)))
             if (job.plan.tile_format, job.plan.tile_compression) != pair:
                 raise RuntimeError(f"{pair} planned as {job.plan.tile_format}")
             regions = first_tiles(job.regions, args.limit)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 from worker.contract.records import ImageOutcome, ImageRecord, RunPlan
 from worker.contract.status import StatusEvent
@@ -15,12 +16,25 @@ from worker.ports import QueueMessage
 from worker.staging import StagedRegion
 
 
-class MemoryJobStore:
-    """Image records in a dict, with the conditional rules of the DynamoDB store."""
+class Crash(BaseException):
+    """The worker process dies here: nothing after this line runs (no handler catches it)."""
 
-    def __init__(self) -> None:
+
+class MemoryJobStore:
+    """Image records in a dict, with the conditional rules of the DynamoDB store; leases expire
+    by ``clock`` (a test moves it on to let another worker take over)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.records: dict[str, ImageRecord] = {}
-        self.leases: dict[str, str] = {}
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.clock = clock
+        self.finished = 0  # outcomes recorded
+        self.crash_after: str | None = None  # "finish" or "mark_published": die after it, once
+
+    def _maybe_crash(self, step: str) -> None:
+        if self.crash_after == step:
+            self.crash_after = None
+            raise Crash(step)
 
     def put(self, job_id: str, image_url: str, record: ImageRecord) -> None:
         """Set a record as a test needs it."""
@@ -69,16 +83,19 @@ class MemoryJobStore:
 
     async def claim(self, job_id: str, image_url: str, owner: str, lease_s: float) -> bool:
         key = f"{job_id}:{image_url}"
-        if self.leases.get(key, owner) != owner:
+        now = self.clock()
+        holder, until = self.leases.get(key, (owner, now))
+        if holder != owner and until > now:
             return False
-        self.leases[key] = owner
+        self.leases[key] = (owner, now + lease_s)
         return True
 
     async def finish(self, job_id: str, image_url: str, owner: str, outcome: ImageOutcome) -> bool:
         key = f"{job_id}:{image_url}"
         record = self.records[key]
-        if record.final_status is not None or self.leases.get(key) != owner:
+        if record.final_status is not None or self.leases.get(key, ("", 0.0))[0] != owner:
             return False
+        self.finished += 1
         self.records[key] = dataclasses.replace(
             record,
             final_status=outcome.status,
@@ -90,12 +107,14 @@ class MemoryJobStore:
             outputs=outcome.outputs,
             failed_tile_list=outcome.failed_tile_list,
         )
+        self._maybe_crash("finish")
         return True
 
     async def mark_published(self, job_id: str, image_url: str, run: int) -> None:
         key = f"{job_id}:{image_url}"
         if self.records[key].run == run:
             self.records[key] = dataclasses.replace(self.records[key], published=True)
+        self._maybe_crash("mark_published")
 
 
 class MemoryStaging:
@@ -103,11 +122,15 @@ class MemoryStaging:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, int, int, int], StagedRegion] = {}
+        self.crash_after_put = False  # die once, just after a region is staged
 
     async def put(
         self, job_id: str, image_index: int, region_id: int, staged: StagedRegion, run: int = 1
     ) -> None:
         self.objects[(job_id, image_index, run, region_id)] = staged
+        if self.crash_after_put:
+            self.crash_after_put = False
+            raise Crash("staged")
 
     async def get(
         self, job_id: str, image_index: int, region_id: int, run: int = 1

@@ -1,5 +1,7 @@
 """Errors of the worker; the loop routes messages on what kind of error ended their work."""
 
+import re
+
 
 class WorkerError(Exception):
     """Root of every error raised by :mod:`worker`."""
@@ -57,3 +59,17 @@ class FinalisingElsewhere(WorkerError):
         """The image, and when its lease will have expired if it is not renewed."""
         super().__init__(f"job {job_id} image {image_url}: another worker is finalising it")
         self.retry_after_s = retry_after_s
+
+
+class RoleError(PermanentError):
+    """A role cannot be assumed (denied, malformed ARN)."""
+
+    def __init__(self, role_arn: str, reason: str, field: str = "role") -> None:
+        """The role, what STS (or the ARN check) said, and the request field naming it."""
+        super().__init__(f"cannot assume {field} {role_arn}: {reason}")
+        self.role_arn = role_arn
+        self.reason = reason
+
+
+# arn:<partition>:iam::<account>:role/<path/name>, as IAM spells role ARNs.
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")

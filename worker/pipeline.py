@@ -3,7 +3,7 @@ finalise an image (NMS over all regions -> geolocate -> outputs).
 
 Tiles flow through a bounded number of concurrent tile tasks, so memory holds at most
 ``endpoint_concurrency`` encoded tiles whatever the image size. Which worker runs which region,
-and when an image is finalised, is the coordinator's business (:mod:`worker.coordinator`).
+and when an image is finalised, is decided by :mod:`worker.runner` and :mod:`worker.finaliser`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ import numpy as np
 from postprocessing.detections import parse_model_output
 from postprocessing.errors import ModelOutputError
 from postprocessing.features import (
-    Distillation,
-    FeatureContext,
-    feature_chunks,
-    inference_dt,
-    nitf_source_metadata,
     rows_in_region,
-    suppress_duplicates,
 )
 from postprocessing.table import DetectionTable
 from tiling.encode import content_type, encode_tile
@@ -35,18 +29,17 @@ from tiling.errors import ImageOpenError, TilingError
 from tiling.gdalenv import ReadCredentials
 from tiling.grid import Window
 from tiling.image import ImageInfo, WindowReader, describe_image
-from worker.adapters.credentials import ReadCredentialSource, image_read_credentials
 from worker.contract.messages import ImageRequest
 from worker.contract.records import FailedTile, ImageOutcome
-from worker.contract.status import Status
 from worker.errors import EndpointError, ImageUnavailableError
+from worker.images import ImageRef
 from worker.metrics import tile_stats
-from worker.output import write_outputs
+from worker.output import FinalSource, finalise_image
 from worker.plan import ImagePlan, plan_image
 from worker.policy import check_image_size
 from worker.ports import EndpointFactory, ModelEndpoint, SinkFactory
 from worker.regions import Region, split_regions
-from worker.reports import all_tiles_failed
+from worker.roles import ReadCredentialSource, image_read_credentials
 from worker.settings import Settings
 from worker.staging import StagedRegion
 
@@ -74,13 +67,6 @@ class TileProgress:
     total: int
     done: int = 0
     failures: list[FailedTile] = field(default_factory=list)
-
-
-def output_name(request: ImageRequest, index: int) -> str:
-    """``<jobId>.geojson`` for a single image, ``<jobId>_<index>.geojson`` for several."""
-    if len(request.image_urls) == 1:
-        return f"{request.job_id}.geojson"
-    return f"{request.job_id}_{index}.geojson"
 
 
 def encode_window(
@@ -119,41 +105,11 @@ def parse_tile_reply(
     return table.answered_at(answered_s)
 
 
-def distillation(request: ImageRequest) -> Distillation | None:
-    """The request's duplicate removal parameters (None when switched off)."""
-    algorithm = request.algorithm
-    if algorithm is None:
-        return None
-    return Distillation(
-        method=algorithm.algorithm_type.value,
-        iou_threshold=algorithm.iou_threshold,
-        sigma=algorithm.sigma,
-        skip_box_threshold=algorithm.skip_box_threshold,
-    )
-
-
-def feature_context(
-    info: ImageInfo, request: ImageRequest, dem: str | None = None
-) -> FeatureContext:
-    """What every output feature of an image shares."""
-    sensor_model = info.sensor_model(dem)
-    if sensor_model is None:
-        log.warning("image %s has no georeferencing: features stay in pixel space", info.url)
-    return FeatureContext(
-        sensor_model=sensor_model,
-        inference_metadata={"jobId": request.job_id, "inferenceDT": inference_dt(time.time())},
-        source_metadata=nitf_source_metadata(info.tags, info.url),
-        extra_properties=request.merged_feature_properties,
-        image_id=f"{request.job_id}:{info.url}",
-    )
-
-
 @dataclass(frozen=True)
 class ImageJob:
     """One image of a request, planned: its header, tiles and regions."""
 
-    request: ImageRequest
-    index: int
+    ref: ImageRef
     info: ImageInfo
     plan: ImagePlan
     regions: list[Region]
@@ -161,14 +117,24 @@ class ImageJob:
     credentials: ReadCredentials | None = None  # imageReadRole's keys; None: the worker's
 
     @property
+    def request(self) -> ImageRequest:
+        """The request the image belongs to."""
+        return self.ref.request
+
+    @property
+    def index(self) -> int:
+        """The image's index in the request."""
+        return self.ref.index
+
+    @property
     def url(self) -> str:
         """The image URL."""
-        return self.request.image_urls[self.index]
+        return self.ref.url
 
     @property
     def job_id(self) -> str:
         """The request's job id."""
-        return self.request.job_id
+        return self.ref.job_id
 
     @property
     def tile_count(self) -> int:
@@ -202,17 +168,15 @@ class ImagePipeline:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def plan(
-        self, request: ImageRequest, index: int, region_px: int | None = None
-    ) -> ImageJob:
-        """Open image ``index`` of ``request`` and plan its tiles and regions (of
-        ``region_px``, by default the configured region size).
+    async def plan(self, ref: ImageRef, region_px: int | None = None) -> ImageJob:
+        """Open an image and plan its tiles and regions (of ``region_px``, by default the
+        configured region size).
 
         Raises:
             ImageUnavailableError: If the image cannot be opened.
             PermanentError: If the request cannot be applied to the image.
         """
-        url = request.image_urls[index]
+        request, url = ref.request, ref.url
         credentials = await image_read_credentials(self._read_roles, request.image_read_role)
         try:
             info = await self._in_thread(describe_image, url, credentials)
@@ -234,7 +198,7 @@ class ImagePipeline:
             request.image_processor_tile_overlap,
         )
         region_px = region_px or self._settings.region_size_px
-        return ImageJob(request, index, info, plan, regions, region_px, credentials)
+        return ImageJob(ref, info, plan, regions, region_px, credentials)
 
     async def run_region(
         self, job: ImageJob, region: Region, progress: TileProgress
@@ -250,59 +214,15 @@ class ImagePipeline:
     async def finalise(
         self, job: ImageJob, staged: list[StagedRegion], started: float
     ) -> ImageOutcome:
-        """Remove duplicates over all regions and write the outputs.
-
-        Returns:
-            The outcome: FAILED, with the counts and the failed tiles and nothing written, if
-            every tile failed; else SUCCESS or PARTIAL.
+        """Remove duplicates over all regions and write the outputs
+        (:func:`worker.output.finalise_image`).
 
         Raises:
             SinkError: If an output could not be written.
         """
-        if (failed_outcome := all_tiles_failed(staged, started)) is not None:
-            return failed_outcome
-        request, url = job.request, job.url
-        failures = tuple(f for s in staged for f in s.failed_tiles)
-        failed = sum(s.failed_count for s in staged)
-        tile_count = sum(s.tile_count for s in staged)
-        table = await self._in_thread(DetectionTable.concat, [s.table for s in staged])
-        selection = await self._in_thread(
-            suppress_duplicates, table, distillation(request), job.plan.layout
-        )
-        log.info(
-            "job %s image %s: %d detections, %d after duplicate removal",
-            request.job_id,
-            url,
-            len(table),
-            selection.rows.size,
-        )
-        chunks = feature_chunks(
-            table, selection, feature_context(job.info, request, self._settings.dem_url)
-        )
-        writing = time.monotonic()
-        outputs = await write_outputs(
-            await self._sinks.for_request(request),
-            request.job_id,
-            output_name(request, job.index),
-            chunks,
-            self._executor,
-        )
-        log.info(
-            "job %s image %s: features written to %s in %.1fs",
-            request.job_id,
-            url,
-            ", ".join(outputs),
-            time.monotonic() - writing,
-        )
-        return ImageOutcome(
-            status=Status.PARTIAL if failed else Status.SUCCESS,
-            tile_count=tile_count,
-            failed_tiles=failed,
-            feature_count=int(selection.rows.size),
-            duration_s=time.time() - started,
-            outputs=tuple(outputs),
-            failed_tile_list=failures,
-        )
+        sinks = await self._sinks.for_request(job.request)
+        source = FinalSource(job.ref, job.info, job.plan.layout, self._settings.dem_url)
+        return await finalise_image(source, staged, started, sinks, self._executor)
 
     async def _run_tiles(
         self, job: ImageJob, tiles: list[Window], progress: TileProgress

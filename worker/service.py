@@ -8,8 +8,9 @@ import os
 import signal
 import socket
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -25,18 +26,24 @@ from worker.adapters.sqs import SqsQueue
 from worker.adapters.variants import EndpointDescriptions, choose_variant
 from worker.capacity import CapacityGate
 from worker.contract.messages import ImageRequest, KinesisOutput, ProcessorType
-from worker.coordinator import Coordinator, Reporting
+from worker.finaliser import Finaliser, FinalisingSettings
+from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler
 from worker.limiter import AimdLimiter
-from worker.loop import Worker
+from worker.loop import LoopSettings, Queues, Worker
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
 from worker.ports import ModelEndpoint, Sink, StatusPublisher
+from worker.reporter import Reporter, Reporting
+from worker.runner import Runner, RunningSettings
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_kinesis.client import KinesisClient
     from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_sagemaker.client import SageMakerClient
     from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
+    from types_aiobotocore_sns.client import SNSClient
     from types_aiobotocore_sqs.client import SQSClient
 
 log = logging.getLogger(__name__)
@@ -139,86 +146,151 @@ async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
     return reply["QueueUrl"]
 
 
+def loop_settings(settings: Settings) -> LoopSettings:
+    """The loop's slice of the settings."""
+    return LoopSettings(
+        max_in_flight=settings.max_in_flight,
+        poll_wait_s=settings.poll_wait_s,
+        region_poll_wait_s=settings.region_poll_wait_s,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        grace_period_s=settings.grace_period_s,
+        health_file=settings.health_file,
+    )
+
+
+def handling_settings(settings: Settings) -> HandlingSettings:
+    """The message handlers' slice of the settings."""
+    return HandlingSettings(
+        request_limits=settings.request_limits,
+        image_schemes=settings.allowed_image_schemes,
+        endpoint_hosts=settings.allowed_endpoint_hosts,
+        max_receives=settings.max_receives,
+        max_attempts=settings.max_attempts,
+        retry_delay_s=settings.retry_delay_s,
+        capacity_retry_s=settings.capacity_retry_s,
+    )
+
+
+def running_settings(settings: Settings) -> RunningSettings:
+    """The region runner's slice of the settings."""
+    return RunningSettings(
+        job_deadline_s=settings.job_deadline_s,
+        endpoint_concurrency=settings.endpoint_concurrency,
+        progress_interval_s=settings.progress_interval_s,
+    )
+
+
+def finalising_settings(settings: Settings, worker_id: str) -> FinalisingSettings:
+    """The finaliser's slice of the settings; leases last one visibility timeout."""
+    return FinalisingSettings(
+        lease_s=settings.visibility_timeout_s,
+        job_deadline_s=settings.job_deadline_s,
+        worker_id=worker_id,
+    )
+
+
+@dataclass(frozen=True)
+class _Clients:
+    sqs: SQSClient
+    sns: SNSClient
+    s3: S3Client
+    kinesis: KinesisClient
+    dynamodb: DynamoDBClient
+    sagemaker: SageMakerRuntimeClient
+    control: SageMakerClient
+    http: aiohttp.ClientSession
+    roles: RoleClients
+
+
+async def _open_clients(stack: AsyncExitStack, settings: Settings) -> _Clients:
+    """Every client the worker uses, created once and closed with ``stack``."""
+    session = get_session()
+    args: dict[str, Any] = {"region_name": settings.aws_region}
+
+    async def client(name: str) -> Any:
+        create: Any = session.create_client  # one call for every service name
+        return await stack.enter_async_context(create(name, **args))
+
+    connector = aiohttp.TCPConnector(limit=settings.endpoint_concurrency)
+    http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+    roles = RoleClients(session.create_client, await client("sts"), settings.aws_region)
+    stack.push_async_callback(roles.close)
+    return _Clients(
+        sqs=await client("sqs"),
+        sns=await client("sns"),
+        s3=await client("s3"),
+        kinesis=await client("kinesis"),
+        dynamodb=await client("dynamodb"),
+        sagemaker=await client("sagemaker-runtime"),
+        control=await client("sagemaker"),
+        http=http,
+        roles=roles,
+    )
+
+
+def _publisher(clients: _Clients, topic_arn: str | None) -> StatusPublisher | None:
+    return SnsStatusPublisher(clients.sns, topic_arn) if topic_arn else None
+
+
+async def _queue(clients: _Clients, name: str, dlq: str) -> SqsQueue:
+    return SqsQueue(
+        clients.sqs, await _queue_url(clients.sqs, name), await _queue_url(clients.sqs, dlq)
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run the worker until SIGTERM or SIGINT; then finish or release the work in hand."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    session = get_session()
-    client_args: dict[str, Any] = {"region_name": settings.aws_region}
     async with AsyncExitStack() as stack:
-        sqs = await stack.enter_async_context(session.create_client("sqs", **client_args))
-        sns = await stack.enter_async_context(session.create_client("sns", **client_args))
-        s3 = await stack.enter_async_context(session.create_client("s3", **client_args))
-        kinesis = await stack.enter_async_context(session.create_client("kinesis", **client_args))
-        dynamodb = await stack.enter_async_context(session.create_client("dynamodb", **client_args))
-        sagemaker = await stack.enter_async_context(
-            session.create_client("sagemaker-runtime", **client_args)
-        )
-        http = await stack.enter_async_context(
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=settings.endpoint_concurrency)
-            )
-        )
-        sts = await stack.enter_async_context(session.create_client("sts", **client_args))
-        control = await stack.enter_async_context(session.create_client("sagemaker", **client_args))
-        roles = RoleClients(session.create_client, sts, settings.aws_region)
-        stack.push_async_callback(roles.close)
+        clients = await _open_clients(stack, settings)
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles")
         )
-        status: StatusPublisher = (
-            SnsStatusPublisher(sns, settings.status_topic_arn)
-            if settings.status_topic_arn
-            else LogStatusPublisher()
-        )
-        image_queue = SqsQueue(
-            sqs,
-            await _queue_url(sqs, settings.image_queue),
-            await _queue_url(sqs, settings.image_dlq),
-        )
-        region_queue = SqsQueue(
-            sqs,
-            await _queue_url(sqs, settings.region_queue),
-            await _queue_url(sqs, settings.region_dlq),
-        )
-        descriptions = EndpointDescriptions(control)
-        pipeline = ImagePipeline(
-            settings,
-            Endpoints(settings, http, sagemaker, roles, descriptions),
-            Sinks(s3, kinesis, roles, settings.s3_output_acl),
-            executor,
-            roles,
-        )
-        metrics = MetricsWriter() if settings.metrics else None
-        jobs = DynamoJobStore(
-            dynamodb, settings.job_table, settings.job_record_ttl_days, settings.endpoint_index
-        )
-        capacity = None
-        if settings.capacity_throttling:
-            capacity = CapacityGate(settings, descriptions, jobs)
-        coordinator = Coordinator(
-            settings,
-            pipeline,
-            jobs,
-            S3Staging(s3, settings.staging_bucket, settings.staging_prefix, executor),
-            region_queue,
-            Reporting(
-                status,
-                (
-                    SnsStatusPublisher(sns, settings.region_status_topic_arn)
-                    if settings.region_status_topic_arn
-                    else None
-                ),
-                metrics,
-            ),
-            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            dead_letters=image_queue,
-        )
-        await Worker(
-            settings, image_queue, region_queue, coordinator, status, stop, metrics, capacity
-        ).run()
+        worker = await _wire(settings, clients, executor, stop)
+        await worker.run()
+
+
+async def _wire(
+    settings: Settings, clients: _Clients, executor: Executor, stop: asyncio.Event
+) -> Worker:
+    """The worker and everything it works through."""
+    status = _publisher(clients, settings.status_topic_arn) or LogStatusPublisher()
+    image_queue = await _queue(clients, settings.image_queue, settings.image_dlq)
+    region_queue = await _queue(clients, settings.region_queue, settings.region_dlq)
+    descriptions = EndpointDescriptions(clients.control)
+    pipeline = ImagePipeline(
+        settings,
+        Endpoints(settings, clients.http, clients.sagemaker, clients.roles, descriptions),
+        Sinks(clients.s3, clients.kinesis, clients.roles, settings.s3_output_acl),
+        executor,
+        clients.roles,
+    )
+    metrics = MetricsWriter() if settings.metrics else None
+    jobs = DynamoJobStore(
+        clients.dynamodb, settings.job_table, settings.job_record_ttl_days, settings.endpoint_index
+    )
+    staging = S3Staging(clients.s3, settings.staging_bucket, settings.staging_prefix, executor)
+    region_status = _publisher(clients, settings.region_status_topic_arn)
+    reporter = Reporter(Reporting(status, region_status, metrics))
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    finaliser = Finaliser(
+        finalising_settings(settings, worker_id), pipeline, jobs, staging, reporter, image_queue
+    )
+    runner = Runner(
+        running_settings(settings), pipeline, (jobs, staging, region_queue), reporter, finaliser
+    )
+    capacity = CapacityGate(settings, descriptions, jobs) if settings.capacity_throttling else None
+    settler = Settler(handling_settings(settings), status)
+    queues = Queues(
+        image_queue,
+        ImageHandler(settler, (runner, finaliser), status, capacity, metrics),
+        region_queue,
+        RegionHandler(settler, runner),
+    )
+    return Worker(loop_settings(settings), queues, stop, metrics)
 
 
 def main() -> None:

@@ -10,14 +10,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
 
-from worker.adapters.credentials import (
-    READ_VALIDITY_S,
-    REFRESH_MARGIN_S,
-    RoleClients,
-    RoleError,
-    image_read_credentials,
-)
-from worker.errors import PermanentError, RetryableError
+from worker.adapters.credentials import READ_VALIDITY_S, REFRESH_MARGIN_S, RoleClients
+from worker.errors import PermanentError, RetryableError, RoleError
+from worker.roles import image_read_credentials
 
 
 class FakeSts:

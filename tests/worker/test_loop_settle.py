@@ -1,16 +1,16 @@
-"""How the loop settles a message whose image another worker is finalising."""
+"""How a message is settled when its image is being finalised by another worker."""
 
 import asyncio
 import json
-from typing import Any, cast
+from typing import Any
 
-from worker.contract.messages import ImageRequest, RegionRequest
+from tests.service import HANDLING
+from worker.contract.messages import RegionRequest
 from worker.contract.status import StatusEvent
-from worker.coordinator import Coordinator
 from worker.errors import FinalisingElsewhere
-from worker.loop import Work, Worker
+from worker.handlers import ImageHandler, RegionHandler, Settler, Work
+from worker.images import ImageRef
 from worker.ports import QueueMessage
-from worker.settings import Settings
 
 REQUEST = {
     "jobId": "job-1",
@@ -48,15 +48,19 @@ class Queue:
 
 
 class Busy:
-    """A coordinator whose images are always being finalised by someone else."""
+    """A service whose images are always being finalised by someone else."""
 
-    async def run_region(self, region: RegionRequest, request: ImageRequest) -> None:
-        raise FinalisingElsewhere(region.job_id, request.image_urls[0], 300.0)
+    async def run_region(self, region: RegionRequest, ref: ImageRef) -> None:
+        raise FinalisingElsewhere(region.job_id, ref.url, 300.0)
 
-    async def start_image(
-        self, request: ImageRequest, index: int, body: str, submission_id: str = ""
-    ) -> str | None:
-        raise FinalisingElsewhere(request.job_id, request.image_urls[index], 300.0)
+    async def give_up_region(self, region: RegionRequest, ref: ImageRef, reason: str) -> None:
+        raise AssertionError("a region being finalised elsewhere is not given up")
+
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
+        raise FinalisingElsewhere(ref.job_id, ref.url, 300.0)
+
+    async def fail(self, ref: ImageRef, reason: str, submission_id: str = "") -> None:
+        raise AssertionError("an image being finalised elsewhere is not failed")
 
 
 class Statuses:
@@ -69,22 +73,13 @@ class Statuses:
 
 def settle(body: str, is_region: bool, receive_count: int = 3) -> tuple[Queue, Statuses]:
     queue, statuses = Queue(), Statuses()
-    settings = Settings(
-        capacity_throttling=False,
-        metrics=False,
-        visibility_timeout_s=300,
-        endpoint_hosts="127.0.0.1",
-    )
-    worker = Worker(
-        settings,
-        queue,
-        queue,
-        cast(Coordinator, Busy()),
-        statuses,
-        asyncio.Event(),
+    busy = Busy()
+    settler = Settler(HANDLING, statuses)
+    handler = (
+        RegionHandler(settler, busy) if is_region else ImageHandler(settler, (busy, busy), statuses)
     )
     message = QueueMessage("m-1", "r-1", body, receive_count)
-    asyncio.run(worker.handle(Work(queue, message, is_region)))
+    asyncio.run(handler.handle(Work(queue, message, is_region)))
     return queue, statuses
 
 

@@ -8,23 +8,18 @@ import asyncio
 import dataclasses
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
 
 import pytest
 
 from postprocessing.table import DetectionTable
-from tests.fakes import MemoryJobStore, MemoryStaging, RecordingPublisher, RecordingQueue
+from tests.service import FakeImages, MemorySink, Node, Shared
 from tiling.grid import Window
-from worker.contract.messages import ImageRequest, RegionRequest, parse_image_request
+from worker.contract.messages import RegionRequest, parse_image_request
 from worker.contract.records import FailedTile, ImageRecord
 from worker.contract.status import Status
-from worker.coordinator import Coordinator, Reporting
 from worker.errors import ImageUnavailableError
-from worker.loop import Work, Worker
-from worker.pipeline import ImageJob, ImagePipeline
-from worker.ports import EndpointFactory, QueueMessage, SinkFactory
-from worker.settings import Settings
+from worker.images import ImageRef
+from worker.ports import QueueMessage
 from worker.staging import StagedRegion
 
 JOB = "job-1"
@@ -37,63 +32,27 @@ BODY = json.dumps(
         "imageProcessor": {"name": "http://127.0.0.1:8080/invocations", "type": "HTTP_ENDPOINT"},
     }
 )
-SETTINGS = Settings(
-    capacity_throttling=False,
-    metrics=False,
-    visibility_timeout_s=300,
-    endpoint_hosts="127.0.0.1",
-)
 
 
-class PlanOnly(ImagePipeline):
-    """A pipeline whose planning is scripted: ``plan`` raises ``error`` or returns a bare job
-    (enough for :meth:`ImagePipeline.finalise` of an image whose every tile failed)."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        super().__init__(
-            SETTINGS,
-            cast(EndpointFactory, None),
-            cast(SinkFactory, None),
-            ThreadPoolExecutor(1),
-        )
-        self.error = error
-        self.planned = 0
-
-    async def plan(
-        self, request: ImageRequest, index: int, region_px: int | None = None
-    ) -> ImageJob:
-        self.planned += 1
-        if self.error is not None:
-            raise self.error
-        bare: Any = type("BareJob", (), {"request": request, "index": index, "url": URL})()
-        return cast(ImageJob, bare)
+MUST_NOT_PLAN = AssertionError("must not plan")
 
 
 class Harness:
-    """A worker and its coordinator on fakes."""
+    """One worker on fakes (tests/service.py); planning fails with ``AssertionError`` unless a
+    test says otherwise."""
 
-    def __init__(self, pipeline: PlanOnly | None = None) -> None:
-        self.jobs = MemoryJobStore()
-        self.staging = MemoryStaging()
-        self.statuses = RecordingPublisher()
-        self.queue = RecordingQueue()
-        self.pipeline = pipeline or PlanOnly(AssertionError("must not plan"))
-        self.coordinator = Coordinator(
-            SETTINGS,
-            self.pipeline,
-            self.jobs,
-            self.staging,
-            self.queue,
-            Reporting(self.statuses),
-            "worker-a",
-            dead_letters=self.queue,
-        )
-        self.worker = Worker(
-            SETTINGS, self.queue, self.queue, self.coordinator, self.statuses, asyncio.Event()
-        )
+    def __init__(self, plan_error: Exception | None = MUST_NOT_PLAN) -> None:
+        self.shared = Shared(FakeImages(1024, 1024, [MemorySink("s3")]))
+        self.shared.images.plan_error = plan_error
+        self.node = Node(self.shared, "worker-a")
+        self.jobs = self.shared.jobs
+        self.staging = self.shared.staging
+        self.statuses = self.shared.statuses
+        self.queue = self.shared.queue
+        self.pipeline = self.shared.images
 
     def handle(self, message: QueueMessage, is_region: bool = False) -> None:
-        asyncio.run(self.worker.handle(Work(self.queue, message, is_region)))
+        asyncio.run(self.node.handle(message, is_region))
 
 
 def ended(submission_id: str, published: bool, run: int = 1) -> ImageRecord:
@@ -153,7 +112,7 @@ def test_a_message_sent_again_by_the_worker_is_the_same_submission() -> None:
 
 def test_new_submission_of_an_ended_job_runs_again_and_ends_with_its_own_status() -> None:
     # The image is gone since the first run: the new run ends FAILED, with a status.
-    harness = Harness(PlanOnly(ImageUnavailableError("cannot open s3://images/a.tif")))
+    harness = Harness(ImageUnavailableError("cannot open s3://images/a.tif"))
     harness.jobs.put(JOB, URL, ended("m-1", published=True))
     harness.handle(QueueMessage("m-2", "r-2", BODY, receive_count=1))
 
@@ -214,15 +173,15 @@ def test_region_messages_without_a_run_are_of_the_first() -> None:
 def test_given_up_region_of_an_earlier_run_is_not_counted() -> None:
     harness = Harness()
     harness.jobs.put(JOB, URL, in_progress(run=3))
-    request = parse_image_request(BODY)
-    asyncio.run(harness.coordinator.give_up_region(region(run=2), request, "endpoint gone"))
+    ref = ImageRef(parse_image_request(BODY), 0)
+    asyncio.run(harness.node.runner.give_up_region(region(run=2), ref, "endpoint gone"))
     assert not harness.staging.objects
     assert harness.jobs.records[f"{JOB}:{URL}"].regions_done == frozenset()
 
 
 def test_every_tile_failing_fails_the_image_with_the_counts_and_tiles() -> None:
     """Region 1's four tiles failed; region 2 is given up: FAILED with 8 of 8 failed."""
-    harness = Harness(PlanOnly())
+    harness = Harness(None)
     harness.jobs.put(JOB, URL, dataclasses.replace(in_progress(run=1), regions_done=frozenset({1})))
     failures = tuple(
         FailedTile(Window(col, row, 512, 512), "HTTP 500") for row in (0, 512) for col in (0, 512)
@@ -232,8 +191,8 @@ def test_every_tile_failing_fails_the_image_with_the_counts_and_tiles() -> None:
         tile_count=4,
         failed_tiles=failures,
     )
-    request = parse_image_request(BODY)
-    asyncio.run(harness.coordinator.give_up_region(region(run=1), request, "endpoint gone"))
+    ref = ImageRef(parse_image_request(BODY), 0)
+    asyncio.run(harness.node.runner.give_up_region(region(run=1), ref, "endpoint gone"))
 
     (event,) = harness.statuses.events
     attributes = event.sns_attributes()
@@ -252,8 +211,8 @@ def test_every_tile_failing_fails_the_image_with_the_counts_and_tiles() -> None:
 def test_failing_an_image_in_progress_counts_its_tiles() -> None:
     harness = Harness()
     harness.jobs.put(JOB, URL, in_progress(run=1, tile_count=9))
-    request = parse_image_request(BODY)
-    asyncio.run(harness.coordinator.fail_image(request, 0, "job deadline exceeded", "m-1"))
+    ref = ImageRef(parse_image_request(BODY), 0)
+    asyncio.run(harness.node.finaliser.fail(ref, "job deadline exceeded", "m-1"))
     (event,) = harness.statuses.events
     assert event.sns_attributes()["failed_tile_count"] == "9"
     assert event.sns_attributes()["failed_tiles"] == "[]"

@@ -10,17 +10,16 @@ and nothing here logs them.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from tiling.gdalenv import ReadCredentials
-from worker.errors import PermanentError, RetryableError
+from worker.errors import RetryableError, RoleError
 
 if TYPE_CHECKING:
     from types_aiobotocore_sts.client import STSClient
@@ -35,58 +34,8 @@ REFRESH_MARGIN_S = 300
 READ_VALIDITY_S = 1800
 
 
-class RoleError(PermanentError):
-    """A role cannot be assumed (denied, malformed ARN)."""
-
-    def __init__(self, role_arn: str, reason: str, field: str = "role") -> None:
-        """The role, what STS (or the ARN check) said, and the request field naming it."""
-        super().__init__(f"cannot assume {field} {role_arn}: {reason}")
-        self.role_arn = role_arn
-        self.reason = reason
-
-
-# arn:<partition>:iam::<account>:role/<path/name>, as IAM spells role ARNs.
-ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
-
 # ``AioSession.create_client``: (service, **kwargs) -> async context manager of a client.
 ClientMaker = Callable[..., Any]
-
-
-class ReadCredentialSource(Protocol):
-    """Keys of a role to read images with (``imageReadRole``)."""
-
-    async def read_credentials(self, role_arn: str) -> ReadCredentials:
-        """Keys of ``role_arn``, valid long enough for a region's reads.
-
-        Raises:
-            RoleError: If the role cannot be assumed.
-            RetryableError: If the role's keys cannot be had now.
-        """
-        ...
-
-
-async def image_read_credentials(
-    source: ReadCredentialSource | None, role_arn: str | None
-) -> ReadCredentials | None:
-    """The keys to read a request's images with: its ``imageReadRole``'s, None without one.
-
-    Raises:
-        RoleError: Naming ``imageReadRole``, if the role cannot be assumed (or there is no
-            ``source`` to assume it with).
-        RetryableError: If STS cannot be reached.
-    """
-    if role_arn is None:
-        return None
-    if not ROLE_ARN.fullmatch(role_arn):
-        raise RoleError(
-            role_arn, "not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", "imageReadRole"
-        )
-    if source is None:
-        raise RoleError(role_arn, "this worker cannot assume roles", "imageReadRole")
-    try:
-        return await source.read_credentials(role_arn)
-    except RoleError as err:
-        raise RoleError(role_arn, err.reason, "imageReadRole") from err
 
 
 @dataclass(frozen=True, slots=True)

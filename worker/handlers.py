@@ -1,0 +1,309 @@
+"""One handler per message kind: image requests and region requests, routed by the error tree.
+
+Routing is the same for both kinds and depends on the kind of error alone
+(:mod:`worker.errors`):
+
+* a message that cannot be parsed gets a FAILED status and goes to the dead-letter queue;
+* :class:`~worker.errors.PermanentError`: the work is given up at once (an image request's
+  images end FAILED, a region's tiles count as failed) and the message is dead-lettered;
+* :class:`~worker.errors.RetryableError` (or an unexpected error, treated alike so that a bug
+  never loses a message): the message is released for another try, and given up as above
+  once it has been received ``max_attempts`` times;
+* :class:`~worker.errors.FinalisingElsewhere`: the message comes back when the finaliser's
+  lease would have expired.
+
+A message received more than ``max_receives`` times without being settled (the workers that held
+it died) is given up before any work. Nothing is deleted without a terminal status or a recorded
+region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from worker.capacity import CapacityGate
+from worker.contract.messages import (
+    RegionRequest,
+    RequestLimits,
+    job_id_of,
+    parse_image_request,
+    parse_region_request,
+)
+from worker.contract.status import Status, StatusEvent
+from worker.errors import FinalisingElsewhere, InvalidRequestError, PermanentError, RetryableError
+from worker.images import ImageRef, images_of
+from worker.metrics import MetricsWriter, capacity_wait_values
+from worker.policy import check_endpoint, check_image_urls
+from worker.ports import MessageQueue, QueueMessage, StatusPublisher
+from worker.runner import ImageFailedError
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_JOB_ID = "unknown"
+MAX_RETRY_DELAY_S = 900
+MAX_DELAY_S = 900  # SQS DelaySeconds limit
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A received message and the queue it came from."""
+
+    queue: MessageQueue
+    message: QueueMessage
+    is_region: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingSettings:
+    """What the handlers are told (``MODELRUNNER_*`` settings)."""
+
+    request_limits: RequestLimits
+    image_schemes: frozenset[str]
+    endpoint_hosts: frozenset[str]
+    max_receives: int
+    max_attempts: int
+    retry_delay_s: int
+    capacity_retry_s: int
+
+
+class ImageStarter(Protocol):
+    """Starts images (:class:`worker.runner.Runner`)."""
+
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
+        """Plan the image, fan it out, run its first region."""
+        ...
+
+
+class ImageEnder(Protocol):
+    """Ends images (:class:`worker.finaliser.Finaliser`)."""
+
+    async def fail(self, ref: ImageRef, reason: str, submission_id: str = "") -> None:
+        """End the image FAILED (once)."""
+        ...
+
+
+class RegionWork(Protocol):
+    """Runs regions (:class:`worker.runner.Runner`)."""
+
+    async def run_region(self, region_request: RegionRequest, ref: ImageRef) -> None:
+        """Run a region another worker planned."""
+        ...
+
+    async def give_up_region(
+        self, region_request: RegionRequest, ref: ImageRef, reason: str
+    ) -> None:
+        """Count the region's tiles as failed."""
+        ...
+
+
+class Settler:
+    """Settles messages: the routing shared by every kind of message."""
+
+    def __init__(self, settings: HandlingSettings, status: StatusPublisher) -> None:
+        """Publish rejections through ``status``."""
+        self.settings = settings
+        self._status = status
+
+    async def reject(self, work: Work, reason: str) -> None:
+        """An unparseable message: FAILED status, dead-letter queue."""
+        job_id = job_id_of(work.message.body) or UNKNOWN_JOB_ID
+        await self._status.publish(
+            StatusEvent(status=Status.FAILED, job_id=job_id, description=reason)
+        )
+        await work.queue.dead_letter(work.message, reason)
+
+    def abandoned(self, message: QueueMessage) -> str | None:
+        """The reason to give up a message whose workers kept dying, None if it is not one."""
+        limit = self.settings.max_receives
+        if message.receive_count <= limit:
+            return None
+        return (
+            f"message received {message.receive_count} times without finishing (the workers"
+            f" handling it stopped; limit MODELRUNNER_MAX_RECEIVES={limit})"
+        )
+
+    async def route(
+        self,
+        work: Work,
+        job_id: str,
+        attempt: Callable[[], Awaitable[None]],
+        give_up: Callable[[str], Awaitable[None]],
+    ) -> bool:
+        """Run ``attempt``; on an error settle the message by the error's kind (``give_up``
+        with the reason where the work cannot go on). True if the attempt succeeded."""
+        try:
+            await attempt()
+        except FinalisingElsewhere as err:
+            await self.look_again(work, err)
+        except PermanentError as err:
+            await give_up(str(err))
+        except RetryableError as err:
+            await self._retry_or_give_up(work, job_id, str(err), give_up)
+        except Exception as err:  # a bug must not lose the message: treat as retryable
+            log.exception("job %s: unexpected error", job_id)
+            await self._retry_or_give_up(work, job_id, f"internal error: {err!r}", give_up)
+        else:
+            return True
+        return False
+
+    async def _retry_or_give_up(
+        self, work: Work, job_id: str, reason: str, give_up: Callable[[str], Awaitable[None]]
+    ) -> None:
+        received = work.message.receive_count
+        if received >= self.settings.max_attempts:
+            await give_up(f"gave up after {received} attempts: {reason}")
+            return
+        delay_s = min(MAX_RETRY_DELAY_S, self.settings.retry_delay_s * 2 ** (received - 1))
+        log.warning("job %s: %s; retrying in %ds", job_id, reason, delay_s)
+        await work.queue.set_visibility(work.message, delay_s)
+
+    async def look_again(self, work: Work, err: FinalisingElsewhere) -> None:
+        """Send the message again for when the finalisation lease will have expired."""
+        delay_s = math.ceil(err.retry_after_s) + 1
+        log.info("%s; looking again in %ds", err, delay_s)
+        await self.send_again(work, delay_s)
+
+    @staticmethod
+    async def send_again(work: Work, delay_s: int) -> None:
+        """A fresh copy of the message, visible after ``delay_s``; the received one deleted.
+
+        Waiting (for capacity, for a live finaliser) this way does not count toward the
+        receives that dead-letter a message, as a longer visibility would. The copy carries the
+        submission id: it is the same request, not a new submission of it.
+        """
+        await work.queue.send(
+            work.message.body, min(MAX_DELAY_S, delay_s), work.message.submission_id
+        )
+        await work.queue.delete(work.message)
+
+
+class ImageHandler:
+    """Image requests: validate, wait for endpoint capacity, start every image."""
+
+    def __init__(
+        self,
+        settler: Settler,
+        images: tuple[ImageStarter, ImageEnder],
+        status: StatusPublisher,
+        capacity: CapacityGate | None = None,
+        metrics: MetricsWriter | None = None,
+    ) -> None:
+        """Start images with ``images[0]``, fail them with ``images[1]``; hold jobs back when
+        ``capacity`` says so."""
+        self._settler = settler
+        self._starter, self._ender = images
+        self._status = status
+        self._capacity = capacity
+        self._metrics = metrics
+
+    async def handle(self, work: Work) -> None:
+        """Process one image request and settle its message."""
+        message, settings = work.message, self._settler.settings
+        try:
+            request = parse_image_request(message.body, settings.request_limits)
+            check_image_urls(request, settings.image_schemes)
+            await asyncio.to_thread(check_endpoint, request, settings.endpoint_hosts)
+        except InvalidRequestError as err:
+            await self._settler.reject(work, str(err))
+            return
+        refs = images_of(request)
+        submission = message.submission_id
+
+        async def give_up(reason: str) -> None:
+            for ref in refs:
+                await self._ender.fail(ref, reason, submission)
+            await work.queue.dead_letter(message, reason)
+
+        if (abandoned := self._settler.abandoned(message)) is not None:
+            await give_up(abandoned)
+            return
+        if not await self._admitted(work, refs[0]):
+            return
+        log.info("job %s: %d image(s)", request.job_id, len(refs))
+        failures: list[str] = []
+
+        async def start_all() -> None:
+            for ref in refs:
+                try:
+                    await self._starter.start_image(ref, submission)
+                except ImageFailedError as err:  # that image has ended FAILED
+                    failures.append(str(err))
+
+        if await self._settler.route(work, request.job_id, start_all, give_up):
+            if failures:
+                await work.queue.dead_letter(message, "; ".join(failures))
+            else:
+                await work.queue.delete(message)
+
+    async def _admitted(self, work: Work, ref: ImageRef) -> bool:
+        """Whether the job may start now; if not, it goes back to wait for endpoint capacity.
+
+        A waiting job is sent again with a delay and the received copy deleted, so waiting
+        does not count toward the receives that send a failing message to the DLQ.
+        """
+        if self._capacity is None:
+            return True
+        request = ref.request
+        try:
+            admission = await self._capacity.admit(request)
+        except RetryableError as err:  # an estimate never blocks a job
+            log.warning("job %s: capacity unknown, starting: %s", request.job_id, err)
+            return True
+        if admission.admitted:
+            return True
+        endpoint = request.image_processor.name
+        reason = admission.describe(endpoint)
+        delay_s = self._settler.settings.capacity_retry_s
+        log.info("job %s waits %ds for capacity: %s", request.job_id, delay_s, reason)
+        await self._status.publish(
+            StatusEvent(
+                status=Status.IN_PROGRESS,
+                job_id=request.job_id,
+                description=f"waiting for endpoint capacity ({reason})",
+            )
+        )
+        if self._metrics is not None:
+            self._metrics.write({"Model": endpoint}, capacity_wait_values())
+        await self._settler.send_again(work, delay_s)
+        return False
+
+
+class RegionHandler:
+    """Region requests: run the region another worker planned."""
+
+    def __init__(self, settler: Settler, regions: RegionWork) -> None:
+        """Run regions through ``regions``."""
+        self._settler = settler
+        self._regions = regions
+
+    async def handle(self, work: Work) -> None:
+        """Process one region request and settle its message."""
+        message = work.message
+        try:
+            region, request = parse_region_request(
+                message.body, self._settler.settings.request_limits
+            )
+        except InvalidRequestError as err:
+            await self._settler.reject(work, str(err))
+            return
+        ref = ImageRef(request, region.image_index)
+
+        async def give_up(reason: str) -> None:
+            log.warning("job %s region %d failed: %s", region.job_id, region.region_id, reason)
+            await self._regions.give_up_region(region, ref, reason)
+            await work.queue.dead_letter(message, f"region {region.region_id}: {reason}")
+
+        if (abandoned := self._settler.abandoned(message)) is not None:
+            await give_up(abandoned)
+            return
+
+        async def run() -> None:
+            await self._regions.run_region(region, ref)
+
+        if await self._settler.route(work, region.job_id, run, give_up):
+            await work.queue.delete(message)
