@@ -37,8 +37,8 @@ def test_bad_requests_are_failed_and_dead_lettered(stack: Stack, tmp_path: Path)
         ),
         (
             "endpoint-host",
-            {"imageProcessor": {"name": "http://localhost:1/invocations", "type": "HTTP_ENDPOINT"}},
-            "host localhost is not an allowed model host",
+            {"imageProcessor": {"name": "http://127.0.0.2:1/invocations", "type": "HTTP_ENDPOINT"}},
+            "host 127.0.0.2 is not an allowed model host",
         ),
         (
             "no-image",
