@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.adapters.variants import EndpointDescriptions
 from worker.contract.messages import ImageRequest, ProcessorType
 from worker.settings import Settings
 
@@ -81,6 +80,14 @@ class Admission:
             f"endpoint {endpoint}: load {self.active_load} + {self.added_load}"
             f" of capacity {self.capacity}"
         )
+
+
+class EndpointDescriptions(Protocol):
+    """DescribeEndpoint and its tags, cached (:mod:`worker.adapters.variants`)."""
+
+    async def describe(self, endpoint: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+        """The endpoint's description and tags; None if it cannot be described."""
+        ...
 
 
 class ActiveLoad(Protocol):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from worker.adapters.aws_errors import aws_errors
 from worker.contract.records import (
     ImageOutcome,
     ImageRecord,
@@ -60,6 +61,7 @@ def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+@aws_errors("DynamoDB")
 class DynamoJobStore:
     """A DynamoDB table with hash key ``image_id`` and a TTL attribute ``expire_time``."""
 

@@ -13,12 +13,14 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from worker.adapters.aws_errors import aws_errors
 from worker.staging import StagedRegion, StagingMissingError, decode_region, encode_region
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
 
 
+@aws_errors("S3 staging")
 class S3Staging:
     """Staged regions under ``s3://<bucket>/<prefix>/<jobId>/<image>/region-<n>.npz`` for an
     image's first run, ``.../<image>/run-<r>/region-<n>.npz`` for its later runs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from worker.adapters.aws_errors import aws_errors
 from worker.contract.status import StatusEvent
 
 if TYPE_CHECKING:
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@aws_errors("SNS")
 class SnsStatusPublisher:
     """Publishes status events with the API's String message attributes."""
 

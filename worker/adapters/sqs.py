@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from worker.adapters.aws_errors import aws_errors
 from worker.ports import QueueMessage
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def _submission_id(attributes: Mapping[str, Any] | None) -> str:
     return str(attribute.get("StringValue", ""))
 
 
+@aws_errors("SQS")
 class SqsQueue:
     """A work queue with its dead-letter queue."""
 
