@@ -28,7 +28,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from client.cli import submit, wait_for_job
+from client.submit import submit, wait_for_job
 from infra.local_stack import LocalStack
 
 
@@ -145,15 +145,15 @@ def main() -> None:
                 for line in log_text.splitlines():
                     if parsed.job_id in line and ("after duplicate" in line or "written" in line):
                         print("  worker:", line.split(" INFO ", 1)[-1], flush=True)
-            tiles = int(record["tile_count"])
+            tiles = record.record.tile_count
             rates.append(tiles / elapsed)
             print(
                 json.dumps(
                     {
                         "run": run,
-                        "status": record["status"],
+                        "status": record.status.value,
                         "tiles": tiles,
-                        "features": int(record["feature_count"]),
+                        "features": record.record.feature_count,
                         "seconds": round(elapsed, 2),
                         "tiles_per_s": round(tiles / elapsed, 1),
                         "workers": args.workers,

@@ -1,207 +1,50 @@
-"""``modelrunner``: submit image requests, follow them, fetch and preview their results.
+"""``modelrunner``: submit image requests, follow them, fetch and preview their results, run the
+local stack.
 
-Works against any stack: AWS itself, or an emulator through ``AWS_ENDPOINT_URL``.
+Works against any stack: AWS itself, an emulator through ``AWS_ENDPOINT_URL``, or the local
+stack of ``modelrunner local``, whose env file every command reads (flags, then environment, then
+that file). Every error is one line on stderr ending in a newline, and a non-zero exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+)
 
-from client.follow import JobProgress, Submission, ended_for, follow, subscribe
-from client.preview import preview
-from worker.contract.messages import ImageRequest, RequestLimits, parse_image_request
-from worker.contract.status import Status
-from worker.errors import InvalidRequestError
-from worker.settings import Settings
+from client.records import describe, job_views
+from client.results import NoResultsError, download_results, write_preview
+from client.settings import AWS_CONFIG, ClientSettings, load_env_file
+from client.submit import run_submit
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.client import DynamoDBClient
-    from mypy_boto3_s3.client import S3Client
-    from mypy_boto3_sqs.client import SQSClient
-
-POLL_INTERVAL_S = 1.0
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(f"{text}\n")
-    sys.stdout.flush()
+AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL (an emulator, e.g. the one `modelrunner local` prints), AWS_REGION and"
+    " credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)"
+)
 
 
-def _err(text: str) -> None:
-    sys.stderr.write(f"modelrunner: {text.removeprefix('modelrunner: ')}\n")
+class Terminal:
+    """stdout for results, stderr for errors, one line each."""
 
+    def say(self, text: str) -> None:
+        """A line of output."""
+        sys.stdout.write(f"{text}\n")
+        sys.stdout.flush()
 
-def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the ImageRequest JSON from a request file and/or command-line flags."""
-    request: dict[str, Any] = json.loads(Path(args.request).read_text()) if args.request else {}
-    request.setdefault("jobId", args.job_id or str(uuid.uuid4()))
-    if args.image_url:
-        request["imageUrls"] = list(args.image_url)
-    if args.endpoint:
-        request["imageProcessor"] = {"name": args.endpoint, "type": args.endpoint_type}
-    if args.custom_attributes:
-        request.setdefault("imageProcessorParameters", {})["CustomAttributes"] = (
-            args.custom_attributes
-        )
-    outputs = list(request.get("outputs", []))
-    if args.output_bucket:
-        outputs.append({"type": "S3", "bucket": args.output_bucket, "prefix": args.output_prefix})
-    if args.kinesis_stream:
-        outputs.append({"type": "Kinesis", "stream": args.kinesis_stream})
-    if outputs:
-        request["outputs"] = outputs
-    for flag, key in (
-        ("tile_size", "imageProcessorTileSize"),
-        ("tile_overlap", "imageProcessorTileOverlap"),
-        ("tile_format", "imageProcessorTileFormat"),
-        ("tile_compression", "imageProcessorTileCompression"),
-    ):
-        if getattr(args, flag) is not None:
-            request[key] = getattr(args, flag)
-    return request
-
-
-def send_request(sqs: SQSClient, queue_url: str, request: dict[str, Any]) -> Submission:
-    """Send a request (already validated) to the image queue."""
-    sent_at_s = time.time()
-    reply = sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(request))
-    return Submission(reply["MessageId"], sent_at_s)
-
-
-def submit(
-    sqs: SQSClient,
-    queue_url: str,
-    request: dict[str, Any],
-    limits: RequestLimits | None = None,
-) -> ImageRequest:
-    """Validate a request locally (clear errors before it is queued), then send it.
-
-    Raises:
-        InvalidRequestError: If the request is not valid.
-    """
-    parsed = parse_image_request(json.dumps(request), limits)
-    send_request(sqs, queue_url, request)
-    return parsed
-
-
-def image_records(
-    dynamodb: DynamoDBClient, table: str, request: ImageRequest
-) -> list[dict[str, str]]:
-    """The job records of the request's images (strings; missing ones are left out)."""
-    records = []
-    for url in request.image_urls:
-        item = dynamodb.get_item(
-            TableName=table, Key={"image_id": {"S": f"{request.job_id}:{url}"}}, ConsistentRead=True
-        ).get("Item")
-        if item:
-            record = {k: str(v.get("S", v.get("N", ""))) for k, v in item.items()}
-            record["regions_done"] = str(len(item.get("regions_done", {}).get("NS", [])))
-            records.append(record)
-    return records
-
-
-def wait_for_job(
-    dynamodb: DynamoDBClient,
-    table: str,
-    request: ImageRequest,
-    timeout_s: float,
-    report: Callable[[str], None],
-    poll_interval_s: float = POLL_INTERVAL_S,
-    submission: Submission | None = None,
-) -> list[dict[str, str]]:
-    """Poll the job records until every image is terminal; report progress as it changes.
-
-    With a ``submission``, an image counts as ended only once it ended for that submission
-    (see :func:`ended_for`): a job submitted again is not over because its last run was.
-
-    Raises:
-        TimeoutError: If the images are not terminal after ``timeout_s``.
-    """
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        records = image_records(dynamodb, table, request)
-        line = "; ".join(
-            f"{r['status']} {r['regions_done']}/{r.get('region_count', '?')} regions"
-            f" ({r.get('tile_count', '?')} tiles)"
-            for r in records
-        )
-        if line and line != last:
-            report(f"job {request.job_id}: {line}")
-            last = line
-        terminal = [r for r in records if ended_for(r, submission)]
-        if len(terminal) == len(request.image_urls):
-            return records
-        time.sleep(poll_interval_s)
-    raise TimeoutError(f"job {request.job_id} not finished after {timeout_s:.0f}s")
-
-
-def plain(value: Any) -> Any:
-    """A DynamoDB attribute value as a plain Python value."""
-    kind, inner = next(iter(value.items()))
-    if kind == "N":
-        number = float(inner)
-        return int(number) if number.is_integer() else number
-    if kind in {"NS"}:
-        return sorted(int(float(v)) for v in inner)
-    if kind == "L":
-        return [plain(v) for v in inner]
-    if kind == "M":
-        return {k: plain(v) for k, v in inner.items()}
-    return inner
-
-
-def job_records(
-    dynamodb: DynamoDBClient, table: str, index: str, job_id: str
-) -> list[dict[str, Any]]:
-    """Every image record of a job (through the table's job id index)."""
-    records: list[dict[str, Any]] = []
-    paginator = dynamodb.get_paginator("query")
-    for page in paginator.paginate(
-        TableName=table,
-        IndexName=index,
-        KeyConditionExpression="job_id = :j",
-        ExpressionAttributeValues={":j": {"S": job_id}},
-    ):
-        records += [{k: plain(v) for k, v in item.items()} for item in page.get("Items", [])]
-    return sorted(records, key=lambda r: str(r.get("image_url", "")))
-
-
-def describe_record(record: dict[str, Any]) -> str:
-    """One image's state in a line or two."""
-    status = record.get("final_status") or record.get("status", "?")
-    done = len(record.get("regions_done", []))
-    text = (
-        f"{record.get('image_url')}: {status}, {done}/{record.get('region_count', '?')} regions,"
-        f" {record.get('tile_count', '?')} tiles"
-    )
-    if "feature_count" in record:
-        text += (
-            f" ({record.get('failed_tiles', 0)} failed), {record['feature_count']} features"
-            f" in {record.get('processing_duration', 0)}s"
-        )
-    if record.get("reason"):
-        text += f"\n  reason: {record['reason']}"
-    for output in record.get("outputs", []):
-        text += f"\n  output: {output}"
-    return text
-
-
-def split_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key)."""
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    return bucket, key
+    def err(self, text: str) -> None:
+        """A line of error output, prefixed with the program's name."""
+        sys.stderr.write(f"modelrunner: {text.removeprefix('modelrunner: ').rstrip()}\n")
+        sys.stderr.flush()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,158 +78,73 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("job_id")
     sub.add_argument("--output", default=None, help="PNG path (default <jobId>.png)")
     sub.add_argument("--max-size", type=int, default=1024, help="longest side in pixels")
-    commands.add_parser("local", help="run the embedded local stack until interrupted")
+    sub = commands.add_parser("local", help="run the embedded local stack until interrupted")
+    sub.add_argument("--port", type=int, help="the emulator's port (a free one by default)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = _parser().parse_args(argv)
+    console = Terminal()
     if args.command == "local":
-        return run_local()
-    settings = Settings()
+        from client.local import run_local  # noqa: PLC0415 - only this command starts a stack
+
+        return run_local(console.say, args.port)
+    env_file = load_env_file()
+    settings = ClientSettings()
     session = boto3.session.Session(region_name=settings.aws_region)
-    if args.command == "submit":
-        return run_submit(args, settings, session)
-    records = job_records(
-        session.client("dynamodb"), settings.job_table, settings.job_index, args.job_id
-    )
-    if not records:
-        _err(f"modelrunner: no records of job {args.job_id}")
+    try:
+        if args.command == "submit":
+            return run_submit(args, settings, session, console)
+        return _job_command(args, settings, session, console)
+    except (ValueError, OSError, TimeoutError, BotoCoreError, ClientError) as err:
+        message, code = explain(err, env_file)
+        console.err(message)
+        return code
+
+
+def explain(err: Exception, env_file: Path | None) -> tuple[str, int]:
+    """The line to show for a failure and the exit code (2: the input or the setup, 1: the
+    job or the service)."""
+    if isinstance(err, NoResultsError | TimeoutError | ClientError):
+        return str(err), 1
+    if isinstance(err, ValueError | OSError):
+        return str(err), 2
+    if isinstance(err, NoCredentialsError | NoRegionError):
+        return f"no AWS credentials or region ({err}); set {AWS_VARIABLES}", 2
+    if isinstance(err, EndpointConnectionError):
+        where = f" (from {env_file}: is `modelrunner local` running?)" if env_file else ""
+        endpoint = err.kwargs.get("endpoint_url", "AWS")
+        return f"cannot reach {endpoint}{where}; set {AWS_VARIABLES}", 2
+    return str(err), 1
+
+
+def _job_command(
+    args: argparse.Namespace,
+    settings: ClientSettings,
+    session: boto3.session.Session,
+    console: Terminal,
+) -> int:
+    """``status``, ``results`` and ``preview`` of a job."""
+    dynamodb = session.client("dynamodb", config=AWS_CONFIG)
+    views = job_views(dynamodb, settings.job_table, settings.job_index, args.job_id)
+    if not views:
+        console.err(f"no records of job {args.job_id}")
         return 1
     if args.command == "status":
         if args.json:
-            _say(json.dumps(records, indent=2, default=str))
+            console.say(json.dumps([v.as_json() for v in views], indent=2))
         else:
-            for record in records:
-                _say(describe_record(record))
+            for view in views:
+                console.say(describe(view))
         return 0
+    s3 = session.client("s3", config=AWS_CONFIG)
     if args.command == "results":
-        return download_results(session.client("s3"), records, Path(args.output_dir))
-    return write_preview(session.client("s3"), records, args)
-
-
-def run_submit(args: argparse.Namespace, settings: Settings, session: boto3.session.Session) -> int:
-    """``modelrunner submit``."""
-    sqs = session.client("sqs")
-    queue = settings.image_queue
-    queue_url = queue if "://" in queue else sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    try:
-        body = request_from_args(args)
-        parsed = parse_image_request(json.dumps(body), settings.request_limits)
-    except (InvalidRequestError, OSError, json.JSONDecodeError) as err:
-        _err(f"modelrunner: {err}")
-        return 2
-    if not args.wait:
-        submit(sqs, queue_url, body, settings.request_limits)
-        _say(f"submitted job {parsed.job_id}")
+        for line in download_results(s3, views, Path(args.output_dir)):
+            console.say(line)
         return 0
-    dynamodb = session.client("dynamodb")
-    try:
-        if settings.status_topic_arn:
-            progress = JobProgress(parsed.job_id, tuple(parsed.image_urls))
-            sns = session.client("sns")
-            with subscribe(sqs, sns, settings.status_topic_arn, parsed.job_id) as subscription:
-                submit(sqs, queue_url, body, settings.request_limits)
-                _say(f"submitted job {parsed.job_id}")
-                with ProgressLine(sys.stdout) as show:
-                    follow(sqs, subscription, progress, args.timeout, show)
-            if progress.rejection:
-                _err(f"the worker rejected the request: {progress.rejection}")
-                return 1
-            records = image_records(dynamodb, settings.job_table, parsed)
-        else:  # no topic to listen to: follow the job records instead
-            sent = send_request(sqs, queue_url, body)
-            _say(f"submitted job {parsed.job_id}")
-            records = wait_for_job(
-                dynamodb, settings.job_table, parsed, args.timeout, _say, submission=sent
-            )
-    except TimeoutError as err:
-        _err(str(err))
-        return 1
-    for record in records:
-        _say(
-            f"{record['image_url']}: {record['status']}, {record.get('feature_count', 0)} features"
-        )
-    complete = len(records) == len(parsed.image_urls)
-    return 0 if complete and all(r["status"] == Status.SUCCESS for r in records) else 1
-
-
-class ProgressLine:
-    """Shows progress lines: rewritten in place on a terminal, one per change otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._drawn = False
-
-    def __enter__(self) -> Callable[[str], None]:
-        return self.show
-
-    def __exit__(self, *_: object) -> None:
-        if self._drawn and self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
-
-    def show(self, line: str) -> None:
-        """Draw one progress line."""
-        self._stream.write(f"\r{line}\x1b[K" if self._tty else f"{line}\n")
-        self._stream.flush()
-        self._drawn = True
-
-
-def _s3_outputs(records: list[dict[str, Any]]) -> list[str]:
-    return [o for r in records for o in r.get("outputs", []) if str(o).startswith("s3://")]
-
-
-def download_results(s3: S3Client, records: list[dict[str, Any]], directory: Path) -> int:
-    """``modelrunner results``: every S3 output of the job into ``directory``."""
-    outputs = _s3_outputs(records)
-    if not outputs:
-        _err("modelrunner: the job has no S3 results (yet)")
-        return 1
-    directory.mkdir(parents=True, exist_ok=True)
-    for url in outputs:
-        bucket, key = split_s3_url(url)
-        target = directory / Path(key).name
-        s3.download_file(bucket, key, str(target))
-        _say(f"{url} -> {target}")
-    return 0
-
-
-def write_preview(s3: S3Client, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
-    """``modelrunner preview``: the first image with an S3 result, boxes drawn."""
-    for record in records:
-        outputs = _s3_outputs([record])
-        if not outputs:
-            continue
-        bucket, key = split_s3_url(outputs[0])
-        collection = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        path = args.output or f"{args.job_id}.png"
-        count = preview(str(record["image_url"]), collection, path, args.max_size)
-        _say(f"wrote {path}: {record['image_url']} with {count} boxes")
-        return 0
-    _err("modelrunner: the job has no S3 results to preview (yet)")
-    return 1
-
-
-def run_local() -> int:
-    """``modelrunner local``: the embedded stack and a worker, until Ctrl-C."""
-    from infra.local_stack import LocalStack  # noqa: PLC0415 - only this command needs it
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    with LocalStack(Path(".local-stack")) as stack:
-        stack.start_worker()
-        stack.wait_for_log("worker", "worker polling")
-        environment = {**stack.aws_env, **stack.resources.worker_environment()}
-        for key, value in sorted(environment.items()):
-            _say(f"export {key}={value}")
-        _say(f"# model endpoint: {stack.model_url}")
-        _say(f"# images bucket: s3://{stack.resources.image_bucket}")
-        _say("# running; Ctrl-C stops everything")
-        stop.wait()
+    console.say(write_preview(s3, views, args.output or f"{args.job_id}.png", args.max_size))
     return 0
 
 

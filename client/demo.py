@@ -16,8 +16,8 @@ from pathlib import Path
 
 import boto3
 
-from client.cli import submit, wait_for_job
 from client.preview import preview
+from client.submit import submit, wait_for_job
 from infra.local_stack import SAMPLE_IMAGE, LocalStack
 
 LOG_DIR = Path(".local-stack")
@@ -69,12 +69,13 @@ def run() -> int:
             _say,
         )
         elapsed = time.monotonic() - started
-        for record in records:
+        for view in records:
+            record = view.record
             _say(
-                f"{record['status']}: {record['image_url']}\n"
-                f"  tiles {record.get('tile_count')} (failed {record.get('failed_tiles')}),"
-                f" features {record.get('feature_count')},"
-                f" {float(record.get('processing_duration', 0)):.2f}s in the worker,"
+                f"{view.status.value}: {view.image_url}\n"
+                f"  tiles {record.tile_count} (failed {record.failed_tiles}),"
+                f" features {record.feature_count},"
+                f" {record.duration_s:.2f}s in the worker,"
                 f" {elapsed:.2f}s from submit to status"
             )
         result_key = f"results/{parsed.job_id}.geojson"
@@ -94,7 +95,7 @@ def run() -> int:
                 k: v for k, v in first["properties"].items() if k != "imageGeometry"
             }
             _say("first feature:\n" + json.dumps(first, indent=2))
-        ok = all(r["status"] == "SUCCESS" for r in records)
+        ok = all(v.status.value == "SUCCESS" for v in records)
     _say("local stack stopped")
     return 0 if ok else 1
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
 BAR_WIDTH = 30
+SILENCE_NOTE_S = 60.0
 
 
 @dataclass
@@ -54,6 +55,7 @@ class JobProgress:
     image_urls: tuple[str, ...]
     images: dict[str, ImageProgress] = field(default_factory=dict)
     rejection: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the worker said besides progress
 
     def update(self, attributes: dict[str, str], message: str = "") -> None:
         """Fold in one status message (other jobs' messages are ignored).
@@ -65,6 +67,9 @@ class JobProgress:
             return
         status = Status(attributes["status"])
         image_id = attributes.get("image_id", "")
+        if status is Status.IN_PROGRESS and "tiles_done" not in attributes:
+            # Waiting for endpoint capacity, an output retried, a region redone: say so.
+            self.notes.append(message.split(": ", 1)[-1] if ": " in message else message)
         if not image_id:
             if status.terminal:
                 self.rejection = message
@@ -107,27 +112,6 @@ class JobProgress:
             f"[{bar}] {fraction:4.0%} {done}/{total or '?'} tiles,"
             f" {ended}/{len(self.image_urls)} images ended"
         )
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A request as sent: its SQS message id (the worker records it as the run's
-    ``submission_id``) and when it was sent (epoch seconds, this machine's clock)."""
-
-    message_id: str
-    sent_at_s: float
-
-
-def ended_for(record: dict[str, str], submission: Submission | None) -> bool:
-    """Whether the record shows the image ended for ``submission``: the run it started, or a
-    run that ended after it was sent (the one it joined); not an earlier run of the job."""
-    if not Status(record["status"]).terminal:
-        return False
-    if submission is None:
-        return True
-    if record.get("submission_id") == submission.message_id:
-        return True
-    return float(record.get("end_time") or 0) >= submission.sent_at_s
 
 
 @dataclass(frozen=True)
@@ -189,23 +173,33 @@ def follow(
     timeout_s: float,
     show: Callable[[str], None],
     wait_s: int = 2,
+    note: Callable[[str], None] | None = None,
 ) -> JobProgress:
-    """Read status messages until every image has ended, showing each new progress line.
+    """Read status messages until every image has ended, showing each new progress line, and
+    through ``note`` what the worker says besides progress (and a word after a long silence).
 
     Raises:
         TimeoutError: If the images have not all ended after ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
     shown = ""
+    heard = time.monotonic()
+    noted = 0
     while not progress.finished:
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise TimeoutError(f"job {progress.job_id} not finished after {timeout_s:.0f}s")
+        if note is not None and now - heard >= SILENCE_NOTE_S:
+            note(f"no word from the worker for {now - heard:.0f}s; still waiting")
+            heard = now
         reply = sqs.receive_message(
             QueueUrl=subscription.queue_url,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=wait_s,
             MessageAttributeNames=["All"],
         )
+        if reply.get("Messages"):
+            heard = time.monotonic()
         for message in reply.get("Messages", []):
             attributes = {
                 name: value.get("StringValue", "")
@@ -215,6 +209,10 @@ def follow(
             sqs.delete_message(
                 QueueUrl=subscription.queue_url, ReceiptHandle=message["ReceiptHandle"]
             )
+        if note is not None:
+            for text in progress.notes[noted:]:
+                note(text)
+            noted = len(progress.notes)
         line = progress.line()
         if line != shown:
             show(line)

@@ -17,6 +17,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import boto3
 
 from infra.bootstrap import Resources, provision
 
@@ -72,18 +75,23 @@ class LocalStack:
         log_dir: Path,
         moto_env: dict[str, str] | None = None,
         before_provision: Callable[[str], dict[str, str]] | None = None,
+        moto_port: int | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         """Write each process's output to a file in ``log_dir``.
 
         ``moto_env`` is added to the emulator's environment (``INITIAL_NO_AUTH_ACTION_COUNT``
         turns IAM enforcement on after that many requests). ``before_provision`` runs with the
         emulator's URL once it is up, before the resources are made; the variables it returns
-        (the keys to act with, say) override this stack's AWS environment.
+        (the keys to act with, say) override this stack's AWS environment. ``moto_port`` keeps
+        the emulator on a known port (a free one by default); ``report`` hears what is being
+        stopped.
         """
         self.log_dir = log_dir
         self._moto_env = moto_env or {}
         self._before_provision = before_provision
-        self.moto_port = free_port()
+        self.moto_port = moto_port or free_port()
+        self._report = report
         self.model_port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.moto_port}"
         self.model_url = f"http://127.0.0.1:{self.model_port}/invocations"
@@ -94,6 +102,7 @@ class LocalStack:
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{self.router_port}",
         }
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._names: dict[int, str] = {}
         self._resources: Resources | None = None
 
     @property
@@ -113,6 +122,7 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
             )
         self._processes.append(process)
+        self._names[process.pid] = name
         return process
 
     def start(self) -> Resources:
@@ -167,17 +177,28 @@ class LocalStack:
                 raise TimeoutError(f"{name} did not log {text!r} in {timeout_s:.0f}s")
             time.sleep(0.1)
 
+    def client(self, service: str) -> Any:
+        """A boto3 client of ``service`` on this stack's emulator."""
+        make: Any = boto3.client  # one call for every service name
+        return make(service, endpoint_url=self.endpoint_url, region_name="us-east-1")
+
     def stop(self) -> None:
-        """SIGTERM each process, the last started first (workers before the emulator)."""
-        while self._processes:
-            process = self._processes.pop()
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """SIGTERM the workers and wait for them (they release their messages), then the rest
+        at once; kill what is still running after ``STOP_TIMEOUT_S``."""
+        processes, self._processes = self._processes, []
+        workers = [p for p in processes if self._names.get(p.pid, "").startswith("worker")]
+        for group in (workers, [p for p in processes if p not in workers]):
+            for process in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in group:
+                try:
+                    process.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                if self._report is not None:
+                    self._report(f"stopped {self._names.get(process.pid, 'a process')}")
 
     def __enter__(self) -> LocalStack:
         try:

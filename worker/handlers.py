@@ -161,6 +161,20 @@ class Settler:
         delay_s = min(MAX_RETRY_DELAY_S, self.settings.retry_delay_s * 2 ** (received - 1))
         log.warning("job %s: %s; retrying in %ds", job_id, reason, delay_s)
         await work.queue.set_visibility(work.message, delay_s)
+        await self.tell(
+            job_id,
+            f"{reason}; trying again in {delay_s}s"
+            f" (attempt {received} of {self.settings.max_attempts})",
+        )
+
+    async def tell(self, job_id: str, description: str) -> None:
+        """An IN_PROGRESS status saying what the worker is doing besides tiles (best effort):
+        a retry after an error, a region run again."""
+        event = StatusEvent(status=Status.IN_PROGRESS, job_id=job_id, description=description)
+        try:
+            await self._status.publish(event)
+        except RetryableError as err:
+            log.warning("job %s: status not sent: %s", job_id, err)
 
     async def look_again(self, work: Work, err: FinalisingElsewhere) -> None:
         """Send the message again for when the finalisation lease will have expired."""
@@ -301,6 +315,12 @@ class RegionHandler:
         if (abandoned := self._settler.abandoned(message)) is not None:
             await give_up(abandoned)
             return
+        if message.receive_count > 1:
+            await self._settler.tell(
+                region.job_id,
+                f"region {region.region_id} of image {ref.url} is run again (received"
+                f" {message.receive_count} times: its last worker stopped or failed)",
+            )
 
         async def run() -> None:
             await self._regions.run_region(region, ref)

@@ -99,7 +99,11 @@ def test_region_is_sent_again_for_after_the_lease_not_dropped() -> None:
     assert queue.submissions == ["m-1"]  # ... of the same submission
     assert queue.deleted == ["m-1"]
     assert not queue.dead
-    assert not statuses.events  # waiting is not a status change
+    # Waiting is not a status change; that the region is run again (3rd receive) is said.
+    assert [e.description for e in statuses.events] == [
+        "region 2 of image s3://images/a.tif is run again (received 3 times: its last worker"
+        " stopped or failed)"
+    ]
 
 
 def test_image_message_is_sent_again_too() -> None:

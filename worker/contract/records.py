@@ -231,3 +231,60 @@ def record_of(item: dict[str, Any], created: bool = False) -> ImageRecord:
         submission_id=item.get("submission_id", {}).get("S", ""),
         created=created,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecordView:
+    """A read-only view of one image's job record, for clients (the ``modelrunner`` command).
+
+    ``status`` is the terminal status once there is one, else ``IN_PROGRESS``.
+    """
+
+    job_id: str
+    image_url: str
+    job_name: str
+    status: Status
+    record: ImageRecord
+    end_time: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        """The image has a terminal status."""
+        return self.status.terminal
+
+    def as_json(self) -> dict[str, Any]:
+        """The view as plain JSON values."""
+        record = self.record
+        return {
+            "job_id": self.job_id,
+            "image_url": self.image_url,
+            "job_name": self.job_name,
+            "status": self.status.value,
+            "run": record.run,
+            "submission_id": record.submission_id,
+            "region_count": record.region_count,
+            "regions_done": len(record.regions_done),
+            "tile_count": record.tile_count,
+            "failed_tiles": record.failed_tiles,
+            "failed_tile_list": [t.as_json() for t in record.failed_tile_list],
+            "feature_count": record.feature_count,
+            "processing_duration_s": record.duration_s,
+            "reason": record.reason,
+            "outputs": list(record.outputs),
+            "start_time": record.start_time,
+            "end_time": self.end_time,
+        }
+
+
+def view_of(item: dict[str, Any]) -> JobRecordView:
+    """The view of a DynamoDB item of the job table (as any AWS SDK returns it)."""
+    record = record_of(item)
+    end = item.get("end_time", {}).get("N")
+    return JobRecordView(
+        job_id=item.get("job_id", {}).get("S", ""),
+        image_url=item.get("image_url", {}).get("S", ""),
+        job_name=item.get("job_name", {}).get("S", ""),
+        status=record.final_status or Status.IN_PROGRESS,
+        record=record,
+        end_time=float(end) if end is not None else None,
+    )
