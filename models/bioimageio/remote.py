@@ -27,7 +27,6 @@ import numpy.typing as npt
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from models.bioimageio.adapter import BackendError, UnknownModelError
 from models.bioimageio.axes import (
     Axis,
     AxisError,
@@ -35,6 +34,7 @@ from models.bioimageio.axes import (
     from_model_layout,
     to_model_layout,
 )
+from models.bioimageio.errors import BackendError, UnknownModelError, UploadExpiredError
 from models.bioimageio.wire import decode_array
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ class Reply:
 
     status: int
     data: bytes
-
-
-class UploadExpiredError(BackendError):
-    """The service no longer has the uploaded input."""
 
 
 class RemoteBackend:

@@ -196,7 +196,7 @@ def test_inputs_must_come_from_get_upload_url(api: str, s3: Any) -> None:
     for inputs, message in [
         ("private/secret.npy", "not a file path from get_upload_url"),
         ("temp/../private/secret.npy", "not a file path from get_upload_url"),
-        ("http://169.254.169.254/latest/x.npy", "does not fetch URLs"),
+        ("http://169.254.169.254/latest/x.npy", "fetches no URLs"),
         (f"temp/{'0' * 32}.npy", "nothing was uploaded"),
     ]:
         status, detail = post(f"{api}/infer", {"model_id": "bright", "inputs": inputs})
