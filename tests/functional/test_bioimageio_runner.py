@@ -22,8 +22,9 @@ import urllib3
 
 from infra.local_stack import LocalStack
 from models.bioimageio.adapter import API_PREFIX, AdapterServer, BackendError, UnknownModelError
+from models.bioimageio.errors import UploadExpiredError
 from models.bioimageio.local import LocalBackend
-from models.bioimageio.remote import RemoteBackend, UploadExpiredError
+from models.bioimageio.remote import RemoteBackend
 from models.bioimageio.runner_api import ModelRunnerApi, UploadStore
 from models.bioimageio.wire import decode_array
 from tests.models.bioimageio_sample import write_sample_package
