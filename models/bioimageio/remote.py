@@ -105,6 +105,7 @@ class RemoteBackend:
             "modelName": str(rdf.get("name", model_id)),
             "weightsFormat": self.weights_format or "default",
             "runner": self.base_url,
+            "transport": "http" if self._service() is None else "rpc",
         }
 
     def predict(self, model_id: str, tile: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
