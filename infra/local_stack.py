@@ -83,6 +83,7 @@ class LocalStack:
         self._processes: list[subprocess.Popen[bytes]] = []
         self._resources: Resources | None = None
         self.hypha_token = ""
+        self.hypha_process: subprocess.Popen[bytes] | None = None
 
     @property
     def resources(self) -> Resources:
@@ -131,7 +132,7 @@ class LocalStack:
         port = free_port()
         self.hypha_token = secrets.token_urlsafe(32)
         database = self.log_dir / f"hypha-{port}.sqlite"
-        self._spawn(
+        self.hypha_process = self._spawn(
             "hypha",
             [
                 *("-m", "hypha.server", "--host", "127.0.0.1", "--port", str(port)),
