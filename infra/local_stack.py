@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -104,6 +105,8 @@ class LocalStack:
         self._processes: list[subprocess.Popen[bytes]] = []
         self._names: dict[int, str] = {}
         self._resources: Resources | None = None
+        self.hypha_token = ""
+        self.hypha_process: subprocess.Popen[bytes] | None = None
 
     @property
     def resources(self) -> Resources:
@@ -150,6 +153,30 @@ class LocalStack:
         os.environ.update(self.aws_env)
         self._resources = provision(self.endpoint_url)
         return self._resources
+
+    def start_hypha(self) -> str:
+        """Start a local Hypha server (``hypha[s3]``, offline, MCP on); its URL.
+
+        Its root token is ``self.hypha_token``. Prints the ``export`` line that points the
+        bioimage.io tools at it. Not started by :meth:`start`: only bioimage.io work needs it.
+        """
+        port = free_port()
+        self.hypha_token = secrets.token_urlsafe(32)
+        database = self.log_dir / f"hypha-{port}.sqlite"
+        self.hypha_process = self._spawn(
+            "hypha",
+            [
+                *("-m", "hypha.server", "--host", "127.0.0.1", "--port", str(port)),
+                # --from-env reads HYPHA_ROOT_TOKEN: the token stays off the command line.
+                *("--enable-mcp", "--from-env"),
+                *("--database-uri", f"sqlite+aiosqlite:///{database}"),
+            ],
+            {"HYPHA_ROOT_TOKEN": self.hypha_token},
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/health/readiness")
+        print(f"export MODELRUNNER_BIOIMAGEIO_SERVER={url}")  # noqa: T201
+        return url
 
     def worker_environment(self, **overrides: str) -> dict[str, str]:
         """Everything a worker process needs to run against this stack."""

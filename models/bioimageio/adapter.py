@@ -31,18 +31,28 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from models.bioimageio.errors import ApiError, BackendError, UnknownModelError
+from models.bioimageio.framing import read_body
 from models.bioimageio.objects import (
     GeometryMode,
     feature_collection,
     objects_to_features,
     probability_to_features,
 )
+from models.bioimageio.wire import encode_array
 from models.server import CUSTOM_ATTRIBUTES_HEADER, MAX_TILE_BYTES, JsonHandler
 from models.synthetic import parse_custom_attributes
 from tiling.encode import decode_tile
 from tiling.errors import TilingError
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ApiError",
+    "Backend",
+    "BackendError",
+    "UnknownModelError",
+]
 
 NPY_MAGIC = b"\x93NUMPY"
 # The public service's path; the model-runner methods are served below it.
@@ -52,23 +62,8 @@ LIST_PARAMETERS = frozenset({"keywords", "additional_requirements"})
 MAX_API_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_CLASS = "urn:bioimageio:object"
 SERVER_TIMING_HEADER = "Server-Timing"
-
-
-class UnknownModelError(LookupError):
-    """The backend has no model of that id."""
-
-
-class ApiError(Exception):
-    """A request the API cannot serve: an HTTP status and a message for the user."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class BackendError(RuntimeError):
-    """The backend failed to run the model (the message says why)."""
+# The API is public data for browser clients too (the public service answers the same).
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 
 
 class Backend(Protocol):
@@ -199,6 +194,15 @@ def run(
     return feature_collection(features)
 
 
+def _json_default(value: Any) -> Any:
+    """Arrays in API replies go inline (``{"_rtype": "ndarray", ...}``)."""
+    if isinstance(value, np.ndarray):
+        return encode_array(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def encode_reply(reply: Mapping[str, Any]) -> bytes:
     """The JSON body of a reply (orjson: about 5 times as fast as ``json`` on outlines)."""
     return orjson.dumps(reply)
@@ -257,7 +261,25 @@ class AdapterHandler(JsonHandler):
     def _api_reply(self, status: int, value: Any) -> None:
         if status >= 400:  # noqa: PLR2004
             value = {"success": False, "detail": value}
-        self._reply(status, json.dumps(value, allow_nan=False).encode())
+        try:
+            body = json.dumps(value, allow_nan=False, default=_json_default).encode()
+        except ValueError as err:
+            status = 422
+            detail = (
+                f"the answer holds values JSON cannot carry ({err}); call this method over"
+                " Hypha RPC, or read the model's rdf.yaml"
+            )
+            body = json.dumps({"success": False, "detail": detail}).encode()
+        self._reply(status, body, CORS_HEADERS)
+
+    def do_OPTIONS(self) -> None:
+        """CORS preflight for browser clients of the API."""
+        headers = {
+            **CORS_HEADERS,
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        }
+        self._reply(204 if self._api_method() else 404, b"", headers)
 
     def _api(self, method: str, values: dict[str, Any]) -> None:
         """Answer an API call: the method's JSON reply, or ``{"success": false, "detail"}``."""
@@ -295,12 +317,13 @@ class AdapterHandler(JsonHandler):
             values[name] = value.split(",") if name in LIST_PARAMETERS else value
         self._api(method, values)
 
-    def _post_api(self, method: str, length: int) -> None:
-        if length > MAX_API_BODY_BYTES:
-            self._api_reply(413, f"the request body is larger than {MAX_API_BODY_BYTES} bytes")
-            return
+    def _post_api(self, method: str) -> None:
         try:
-            values = json.loads(self.rfile.read(length) or b"{}")
+            values = json.loads(read_body(self.rfile, self.headers, MAX_API_BODY_BYTES) or b"{}")
+        except ApiError as err:
+            self.close_connection = True
+            self._api_reply(err.status, err.message)
+            return
         except ValueError as err:
             self._api_reply(400, f"the body is not JSON: {err}")
             return
@@ -311,18 +334,19 @@ class AdapterHandler(JsonHandler):
 
     def do_POST(self) -> None:
         """Run a model on the posted tile, or an API call with a JSON object body."""
-        length = int(self.headers.get("Content-Length") or 0)
         method = self._api_method()
         if method is not None:
-            self._post_api(method, length)
+            self._post_api(method)
             return
         if self.path.rstrip("/") != "/invocations":
             self._message(404, "not found")
             return
-        if not 0 < length <= MAX_TILE_BYTES:
-            self._message(400, "a tile body is required")
+        try:
+            body = read_body(self.rfile, self.headers, MAX_TILE_BYTES, required="a tile body")
+        except ApiError as err:
+            self.close_connection = True
+            self._message(err.status, err.message)
             return
-        body = self.rfile.read(length)
         began = time.perf_counter()
         try:
             attributes = parse_custom_attributes(self.headers.get(CUSTOM_ATTRIBUTES_HEADER))

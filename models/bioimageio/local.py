@@ -6,12 +6,17 @@ into a prediction pipeline for the chosen weights format. Calls to one model are
 (a pipeline is not made for concurrent use); different models run side by side. Tiles of any
 size are padded up to the nearest size the model accepts (its ``min + n*step`` axis sizes),
 larger ones are predicted block by block, and the output is cropped back to the tile.
+
+Models with several inputs or outputs run through :meth:`LocalBackend.predict_tensors` (every
+tensor by id, in the model's own layout); :meth:`LocalBackend.predict` feeds one tile to a
+model's first input and answers its first output.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any, Literal, get_args
 import boto3
 import numpy as np
 import numpy.typing as npt
+import yaml
 from bioimageio.core import (
     Sample,
     Tensor,
@@ -28,7 +34,6 @@ from bioimageio.core import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from models.bioimageio.adapter import BackendError, UnknownModelError
 from models.bioimageio.axes import (
     NAMED_LAYOUT,
     Axis,
@@ -38,6 +43,7 @@ from models.bioimageio.axes import (
     rearrange,
     to_model_layout,
 )
+from models.bioimageio.errors import BackendError, UnknownModelError, WeightsUnavailableError
 
 WeightsFormat = Literal[
     "keras_hdf5",
@@ -68,6 +74,8 @@ class LoadedModel:
     input_id: Any  # the description's tensor id (0.5) or name (0.4)
     input_axes: list[Axis]
     output_axes: list[Axis]
+    inputs: dict[str, list[Axis]]  # every input tensor's axes, by id, in the model's order
+    outputs: dict[str, list[Axis]]
 
 
 class LocalBackend:
@@ -146,23 +154,62 @@ class LocalBackend:
         try:
             # IO checks hash and fetch every referenced file; local packages need neither.
             description = load_model_description(source, perform_io_checks=False)
+        except MODEL_ERRORS as err:
+            raise BackendError(f"cannot load model package {source}: {err}") from err
+        _check_weights(description, weights_format)
+        try:
             pipeline = create_prediction_pipeline(description, weight_format=weights_format)
             rdf = description.model_dump(mode="json", exclude_unset=True)
-            if len(rdf["inputs"]) != 1:
-                raise BackendError("only models with one input tensor are supported")
+            inputs = {_tensor_id(t): axes_from_rdf(t) for t in rdf["inputs"]}
+            outputs = {_tensor_id(t): axes_from_rdf(t) for t in rdf["outputs"]}
             loaded = LoadedModel(
                 description=description,
                 pipeline=pipeline,
                 rdf=rdf,
                 input_id=getattr(description.inputs[0], "id", None)
                 or getattr(description.inputs[0], "name", "input"),
-                input_axes=axes_from_rdf(rdf["inputs"][0]),
-                output_axes=axes_from_rdf(rdf["outputs"][0]),
+                input_axes=next(iter(inputs.values())),
+                output_axes=next(iter(outputs.values())),
+                inputs=inputs,
+                outputs=outputs,
             )
         except MODEL_ERRORS as err:
             raise BackendError(f"cannot load model package {source}: {err}") from err
         self._loaded[(model_id, weights_format)] = loaded
         return loaded
+
+    def published_rdf(self, model_id: str) -> dict[str, Any]:
+        """The package's ``rdf.yaml`` as written (no upgrade, no normalisation), with ``id``.
+
+        Raises:
+            UnknownModelError: If there is no such model.
+            BackendError: If the package has no readable ``rdf.yaml``.
+        """
+        try:
+            rdf = read_rdf_yaml(Path(self.source(model_id)))
+        except (OSError, KeyError, yaml.YAMLError, zipfile.BadZipFile) as err:
+            raise BackendError(f"cannot read the rdf.yaml of {model_id}: {err}") from err
+        return {"id": model_id, **rdf} if "id" not in rdf else rdf
+
+    def predict_tensors(
+        self,
+        model_id: str,
+        arrays: Mapping[str, npt.NDArray[Any]],
+        blocksize: int | None = None,
+        weights_format: WeightsFormat | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Run the model on every input tensor (by id, in the model's layout); every output.
+
+        Spatial axes are padded up to sizes the model takes and the outputs cropped back.
+
+        Raises:
+            UnknownModelError: If there is no such model.
+            BackendError: If the model cannot run on these inputs.
+        """
+        self._check(model_id)
+        with self._locks[model_id]:
+            loaded = self._load(model_id, weights_format or self._weights_format)
+            return _predict_tensors(loaded, arrays, blocksize or BLOCKSIZE_PARAMETER)
 
     def metadata(self, model_id: str) -> dict[str, Any]:
         """The model's id, name and weights format."""
@@ -223,6 +270,92 @@ class LocalBackend:
         except AxisError as err:
             raise BackendError(f"model output: {err}") from err
         return np.ascontiguousarray(planes[:, :rows, :cols], dtype=np.float32)
+
+
+def _tensor_id(tensor: Mapping[str, Any]) -> str:
+    return str(tensor.get("id") or tensor.get("name"))
+
+
+def _check_weights(description: Any, weights_format: WeightsFormat | None) -> None:
+    """Raise WeightsUnavailableError when the package lacks ``weights_format``."""
+    if weights_format is None:
+        return
+    weights = description.weights
+    available = [f for f in WEIGHTS_FORMATS if getattr(weights, f, None) is not None]
+    if weights_format not in available:
+        raise WeightsUnavailableError(
+            f"weights_format: the package has no {weights_format!r} weights;"
+            f" it has {', '.join(available) or 'none'}"
+        )
+
+
+def _predict_tensors(
+    loaded: LoadedModel, arrays: Mapping[str, npt.NDArray[Any]], blocksize: int
+) -> dict[str, npt.NDArray[Any]]:
+    members = {}
+    original: dict[str, int] = {}  # spatial axis id -> size before padding
+    too_big = False
+    for tensor_id, axes in loaded.inputs.items():
+        array = np.asarray(arrays[tensor_id], dtype=np.float32)
+        pad = []
+        for axis, size in zip(axes, array.shape, strict=True):
+            target = axis.valid_size(size) if axis.kind == "space" else size
+            if axis.kind == "space":
+                original[axis.id] = size
+                too_big |= bool(axis.step) and size > axis.minimum + blocksize * axis.step
+            pad.append((0, target - size))
+        if any(after for _, after in pad):
+            array = np.pad(array, pad)
+        dims = tuple(axis.id for axis in axes)
+        members[_member_id(loaded, tensor_id)] = Tensor.from_numpy(array, dims=dims)
+    try:
+        sample = Sample(members=members, stat={}, id="sample")
+        if too_big:
+            sample = loaded.pipeline.predict_sample_with_blocking(sample, ns=blocksize)
+        else:
+            sample = loaded.pipeline.predict_sample_without_blocking(sample)
+    except MODEL_ERRORS as err:
+        raise BackendError(f"prediction failed: {err}") from err
+    results = {}
+    for member_id, tensor in sample.members.items():
+        data = tensor.data.to_numpy()
+        crop = tuple(
+            slice(0, original.get(str(dim), size))
+            for dim, size in zip(tensor.dims, data.shape, strict=True)
+        )
+        results[str(member_id)] = np.ascontiguousarray(data[crop])
+    return results
+
+
+def _member_id(loaded: LoadedModel, tensor_id: str) -> Any:
+    """The description's own id object for ``tensor_id`` (a sample is keyed by it)."""
+    for tensor in loaded.description.inputs:
+        if str(getattr(tensor, "id", None) or getattr(tensor, "name", "")) == tensor_id:
+            return getattr(tensor, "id", None) or tensor.name
+    raise BackendError(f"the model has no input {tensor_id!r}")
+
+
+def read_rdf_yaml(source: Path) -> dict[str, Any]:
+    """The raw content of a package's ``rdf.yaml`` (a folder, the yaml itself, or a zip).
+
+    Raises:
+        OSError, KeyError, yaml.YAMLError, zipfile.BadZipFile: If it cannot be read.
+    """
+    if source.is_dir():
+        source = source / "rdf.yaml"
+    if source.suffix == ".zip":
+        with zipfile.ZipFile(source) as archive:
+            name = next(
+                (n for n in archive.namelist() if n.endswith(("rdf.yaml", "bioimageio.yaml"))),
+                "rdf.yaml",
+            )
+            text = archive.read(name).decode()
+    else:
+        text = source.read_text()
+    content = yaml.safe_load(text)
+    if not isinstance(content, dict):
+        raise KeyError(f"{source} is not a YAML mapping")
+    return content
 
 
 def fetch_package(url: str, directory: Path) -> str:

@@ -1,7 +1,10 @@
 """The remote backend: bioimage.io models run by a BioImage.IO Model Runner service over HTTP.
 
-For each tile: ``get_upload_url`` -> PUT the tile as ``.npy`` (in the model's layout, padded to
-a size the model takes) -> ``infer`` with ``return_download_url`` -> GET the output ``.npy``.
+Over Hypha RPC (the default when the service's URL is on a Hypha server,
+``<server>/<workspace>/services/<id>``): ``infer`` with the tile as a numpy array, the outputs
+back as arrays, no upload. Otherwise over HTTP, for each tile: ``get_upload_url`` -> PUT the
+tile as ``.npy`` (in the model's layout, padded to a size the model takes) -> ``infer`` with
+``return_download_url`` -> GET the output ``.npy``.
 A service whose ``infer`` answers a request id (the asynchronous form) is polled with
 ``get_infer_status`` until the result is there. A model's RDF is fetched once, for its axes.
 
@@ -20,14 +23,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 import urllib3
 from urllib3.exceptions import HTTPError
+from websockets.exceptions import WebSocketException
 
-from models.bioimageio.adapter import BackendError, UnknownModelError
 from models.bioimageio.axes import (
     Axis,
     AxisError,
@@ -35,6 +39,8 @@ from models.bioimageio.axes import (
     from_model_layout,
     to_model_layout,
 )
+from models.bioimageio.errors import BackendError, UnknownModelError, UploadExpiredError
+from models.bioimageio.hypha_link import connect_sync
 from models.bioimageio.wire import decode_array
 
 log = logging.getLogger(__name__)
@@ -51,16 +57,13 @@ class Reply:
     data: bytes
 
 
-class UploadExpiredError(BackendError):
-    """The service no longer has the uploaded input."""
-
-
 class RemoteBackend:
     """A client of the model-runner HTTP API that serves as an adapter backend."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  (each is a documented client setting)
         self,
         base_url: str,
+        *,
         token: str | None = None,
         timeout_s: float = 60.0,
         retries: int = 3,
@@ -68,10 +71,19 @@ class RemoteBackend:
         poll_interval_s: float = 0.5,
         infer_timeout_s: float = 600.0,
         backoff_s: float = 0.5,
+        transport: Literal["auto", "rpc", "http"] = "auto",
     ) -> None:
         """Call the service at ``base_url`` (e.g. ``https://host/bioimage-io/services/
-        model-runner``), with ``token`` as a bearer token when given."""
+        model-runner``), with ``token`` as a bearer token when given.
+
+        ``transport`` ``auto`` tries Hypha RPC first and falls back to HTTP.
+        """
         self.base_url = base_url.rstrip("/")
+        self.transport = transport
+        self._token = token
+        self._rpc: Any = None
+        self._rpc_lock = threading.Lock()
+        self._rpc_tried = False
         self.weights_format = weights_format
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = urllib3.Timeout(connect=min(timeout_s, 10.0), read=timeout_s)
@@ -93,6 +105,7 @@ class RemoteBackend:
             "modelName": str(rdf.get("name", model_id)),
             "weightsFormat": self.weights_format or "default",
             "runner": self.base_url,
+            "transport": "http" if self._service() is None else "rpc",
         }
 
     def predict(self, model_id: str, tile: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
@@ -109,19 +122,62 @@ class RemoteBackend:
             array = to_model_layout(tile, inputs)
         except AxisError as err:
             raise BackendError(f"model {model_id}: {err}") from err
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        try:
-            result = self._infer(model_id, buffer.getvalue())
-        except UploadExpiredError:
-            log.warning("upload for %s expired before inference; uploading again", model_id)
-            result = self._infer(model_id, buffer.getvalue())
-        output = self._output(model_id, result)
+        service = self._service()
+        if service is not None:
+            output = self._infer_rpc(service, model_id, array)
+        else:
+            output = self._output(model_id, self._infer_uploaded(model_id, array))
         try:
             planes = from_model_layout(output, outputs)
         except AxisError as err:
             raise BackendError(f"model {model_id} output {output.shape}: {err}") from err
         return np.ascontiguousarray(planes[:, :rows, :cols])
+
+    # -- Hypha RPC -----------------------------------------------------------------------
+
+    def _service(self) -> Any:
+        """The service over Hypha RPC, or None to use HTTP (decided once)."""
+        if self.transport == "http":
+            return None
+        with self._rpc_lock:
+            if not self._rpc_tried:
+                self._rpc_tried = True
+                self._rpc = self._connect_rpc()
+        return self._rpc
+
+    def _connect_rpc(self) -> Any:
+        parts = urlsplit(self.base_url)
+        segments = parts.path.strip("/").split("/")
+        if len(segments) != 3 or segments[1] != "services":  # noqa: PLR2004
+            if self.transport == "rpc":
+                raise BackendError(f"{self.base_url} is not <server>/<workspace>/services/<id>")
+            return None
+        server_url = f"{parts.scheme}://{parts.netloc}"
+        try:
+            server = connect_sync(server_url, token=self._token, timeout_s=self._infer_timeout_s)
+            service = server.get_service(f"{segments[0]}/{segments[2]}")
+        except (OSError, RuntimeError, KeyError, ValueError, WebSocketException) as err:
+            if self.transport == "rpc":
+                raise BackendError(f"cannot reach {self.base_url} over Hypha RPC: {err}") from err
+            log.info("no Hypha RPC at %s (%s); using HTTP", server_url, err)
+            return None
+        log.info("model runner %s over Hypha RPC", self.base_url)
+        return service
+
+    def _infer_rpc(self, service: Any, model_id: str, array: npt.NDArray[Any]) -> Any:
+        options = {"weights_format": self.weights_format} if self.weights_format else {}
+        try:
+            reply = service.infer(model_id=model_id, inputs=array, **options)
+        except Exception as err:
+            # hypha-rpc raises a bare Exception carrying the service's error text.
+            if "KeyError" in str(err) and "no model" in str(err):
+                raise UnknownModelError(f"{self.base_url}: {err}") from err
+            raise BackendError(f"infer for {model_id} over RPC failed: {err}") from err
+        if isinstance(reply, str):
+            reply = self._wait(model_id, reply)
+        if not isinstance(reply, Mapping) or not reply:
+            raise BackendError(f"infer for {model_id} answered {reply!r:.200}")
+        return self._output(model_id, reply)
 
     # -- the service's methods -----------------------------------------------------------
 
@@ -214,6 +270,15 @@ class RemoteBackend:
             time.sleep(delay)
         raise AssertionError("unreachable")
 
+    def _infer_uploaded(self, model_id: str, array: npt.NDArray[Any]) -> dict[str, Any]:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        try:
+            return self._infer(model_id, buffer.getvalue())
+        except UploadExpiredError:
+            log.warning("upload for %s expired before inference; uploading again", model_id)
+            return self._infer(model_id, buffer.getvalue())
+
     def _infer(self, model_id: str, data: bytes) -> dict[str, Any]:
         """Upload ``data`` and run the model on it; the ``infer`` result."""
         upload = self.call("GET", "get_upload_url", {"file_type": ".npy"})
@@ -262,10 +327,12 @@ class RemoteBackend:
             time.sleep(self._poll_interval_s)
 
     def _output(self, model_id: str, result: Mapping[str, Any]) -> npt.NDArray[Any]:
-        """The first output array of an ``infer`` result (a URL or an inline array)."""
+        """The first output array of an ``infer`` result (an array, a URL or an inline array)."""
         if not result:
             raise BackendError(f"infer for {model_id} answered no outputs")
         value = next(iter(result.values()))
+        if isinstance(value, np.ndarray):
+            return value
         if isinstance(value, Mapping):
             try:
                 return decode_array(value)
@@ -289,9 +356,12 @@ class RemoteBackend:
 
 
 def _tensor_axes(rdf: Mapping[str, Any], which: str) -> list[Axis]:
+    """The first tensor's axes (a tile goes to the first input; the first output is read)."""
     tensors = rdf.get(which)
-    if not isinstance(tensors, list) or len(tensors) != 1:
-        raise BackendError(f"only models with one input and one output are supported ({which})")
+    if not isinstance(tensors, list) or not tensors:
+        raise BackendError(f"the model's RDF lists no {which}")
+    if which == "inputs" and len(tensors) != 1:
+        raise BackendError(f"the adapter feeds one tile; the model has {len(tensors)} inputs")
     try:
         return axes_from_rdf(tensors[0])
     except AxisError as err:

@@ -18,40 +18,34 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any, Literal, cast
 
-import boto3
 import numpy as np
 import numpy.typing as npt
-from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.bioimageio.adapter import ApiError, BackendError, UnknownModelError
-from models.bioimageio.axes import (
-    AxisError,
-    channel_count,
-    check_input,
-    from_model_layout,
-    into_layout,
+from models.bioimageio.errors import (
+    ApiError,
+    BackendError,
+    UnknownModelError,
+    WeightsUnavailableError,
 )
-from models.bioimageio.local import MODEL_ERRORS, LocalBackend, WeightsFormat
-from models.bioimageio.wire import encode_array
-from tiling.encode import decode_tile
-from tiling.errors import TilingError
+from models.bioimageio.fetch import UrlPolicy, fetch_url
+from models.bioimageio.inputs import decode_file, file_type, fit_input
+from models.bioimageio.local import MODEL_ERRORS, LoadedModel, LocalBackend, WeightsFormat
+from models.bioimageio.uploads import UPLOAD_TTL_S, UploadStore
 
 log = logging.getLogger(__name__)
 
-UPLOAD_TYPES = (".npy", ".png", ".tiff", ".tif", ".jpeg", ".jpg")
-UPLOAD_TTL_S = 3600.0
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+__all__ = ["ModelRunnerApi", "UploadStore"]
 
 
 class _Params(BaseModel):
@@ -64,6 +58,12 @@ class SearchParams(_Params):
     keywords: list[str] | None = None
     limit: int = Field(10, ge=1, le=100)
     ignore_checks: bool = False
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """HTTP callers give keywords comma-separated in one string."""
+        return _comma_list(value)
 
 
 class RdfParams(_Params):
@@ -80,10 +80,12 @@ class UploadParams(_Params):
 
 
 class InferParams(_Params):
-    """``infer`` parameters."""
+    """``infer`` parameters; ``inputs`` is an array (RPC), a file path, a URL, or a dict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     model_id: str
-    inputs: str | dict[str, str]
+    inputs: np.ndarray | str | dict[str, np.ndarray | str]
     return_download_url: bool = False
     weights_format: WeightsFormat | None = None
     device: Literal["cpu", "cuda"] | None = None
@@ -106,12 +108,24 @@ class TestParams(_Params):
     additional_requirements: list[str] | None = None
     skip_cache: bool = False
 
+    @field_validator("additional_requirements", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """HTTP callers give requirements comma-separated in one string."""
+        return _comma_list(value)
+
 
 class ValidateParams(_Params):
     """``validate`` parameters."""
 
     rdf_dict: dict[str, Any]
     known_files: dict[str, str | None] | None = None
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 def parse_params(model: type[_Params], values: Mapping[str, Any]) -> Any:
@@ -128,95 +142,6 @@ def parse_params(model: type[_Params], values: Mapping[str, Any]) -> Any:
             for e in err.errors()
         )
         raise ApiError(400, problems) from None
-
-
-class UploadStore:
-    """Temporary files in one S3 prefix, written and read through presigned URLs.
-
-    Keys are ``<prefix><uuid><type>``; nothing outside that pattern is ever read, so a caller
-    cannot point ``infer`` at other objects in the bucket. A file older than ``ttl_s`` has
-    expired (a bucket lifecycle rule should delete the prefix after a day).
-    """
-
-    def __init__(
-        self, bucket: str, prefix: str = "temp/", ttl_s: float = UPLOAD_TTL_S, s3: Any = None
-    ) -> None:
-        """Keep files in ``s3://bucket/prefix`` for ``ttl_s`` seconds."""
-        self.bucket = bucket
-        self.prefix = prefix
-        self.ttl_s = ttl_s
-        self._s3 = s3 or boto3.client("s3")
-        types = "|".join(re.escape(t) for t in UPLOAD_TYPES)
-        self._pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{32}}({types})")
-
-    def new_upload(self, file_type: str) -> dict[str, str]:
-        """A presigned PUT URL for a new file and the path to give ``infer``.
-
-        Raises:
-            ApiError: 400 for a file type the service does not take.
-        """
-        if file_type not in UPLOAD_TYPES:
-            raise ApiError(400, f"file_type: {file_type!r} is not one of {', '.join(UPLOAD_TYPES)}")
-        key = f"{self.prefix}{uuid.uuid4().hex}{file_type}"
-        url = self._s3.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key},
-            ExpiresIn=int(self.ttl_s),
-        )
-        return {"upload_url": url, "file_path": key}
-
-    def read(self, file_path: str) -> bytes:
-        """The bytes of an uploaded file.
-
-        Raises:
-            ApiError: 400 for a path this service did not hand out, 404 when nothing was
-                uploaded there, 410 when the upload has expired, 502 when S3 fails.
-        """
-        if not self._pattern.fullmatch(file_path):
-            raise ApiError(
-                400,
-                f"inputs: {file_path!r} is not a file path from get_upload_url"
-                f" ({self.prefix}<id><type>)",
-            )
-        try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=file_path)
-            if head["ContentLength"] > MAX_UPLOAD_BYTES:
-                raise ApiError(413, f"inputs: {file_path} is larger than {MAX_UPLOAD_BYTES} bytes")
-            age = (datetime.now(UTC) - head["LastModified"]).total_seconds()
-            if age > self.ttl_s:
-                raise ApiError(
-                    410,
-                    f"inputs: the upload {file_path} expired {age - self.ttl_s:.0f} s ago (uploads"
-                    f" are kept {self.ttl_s:.0f} s); upload it again with a new get_upload_url",
-                )
-            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=file_path)["Body"].read()
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                raise ApiError(
-                    404,
-                    f"inputs: nothing was uploaded to {file_path} (PUT the file to the"
-                    " upload_url first)",
-                ) from None
-            raise ApiError(502, f"cannot read {file_path} from storage: {err}") from err
-        except BotoCoreError as err:
-            raise ApiError(502, f"cannot read {file_path} from storage: {err}") from err
-        return body
-
-    def publish(self, data: bytes, file_type: str = ".npy") -> str:
-        """Store a result; a presigned GET URL for it, valid for ``ttl_s``.
-
-        Raises:
-            ApiError: 502 when S3 fails.
-        """
-        key = f"{self.prefix}{uuid.uuid4().hex}{file_type}"
-        try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-        except (BotoCoreError, ClientError) as err:
-            raise ApiError(502, f"cannot store the result: {err}") from err
-        url: str = self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=int(self.ttl_s)
-        )
-        return url
 
 
 @dataclass(slots=True)
@@ -239,13 +164,16 @@ class ModelRunnerApi:
         store: UploadStore | None,
         asynchronous: bool = False,
         workers: int = 1,
+        url_policy: UrlPolicy | None = None,
     ) -> None:
-        """Serve ``backend``'s models; uploads in ``store`` (None: no uploads, so no ``infer``).
+        """Serve ``backend``'s models; uploads in ``store`` (None: no file paths).
 
         With ``asynchronous``, ``infer`` answers a request id and ``workers`` threads run them.
+        URL inputs are fetched under ``url_policy`` (None: URL inputs are refused).
         """
         self.backend = backend
         self.store = store
+        self.url_policy = url_policy
         self.asynchronous = asynchronous
         self._jobs: dict[str, InferJob] = {}
         self._jobs_lock = threading.Lock()
@@ -282,6 +210,8 @@ class ModelRunnerApi:
             return self.backend.load(model_id, weights_format)
         except UnknownModelError as err:
             raise ApiError(404, f"model_id: no model {model_id!r} here ({err})") from None
+        except WeightsUnavailableError as err:
+            raise ApiError(400, f"model {model_id!r}: {err}") from None
         except BackendError as err:
             raise ApiError(500, f"model {model_id!r} cannot be loaded: {err}") from err
 
@@ -318,13 +248,21 @@ class ModelRunnerApi:
         return self._checked[model_id]
 
     def get_model_rdf(self, params: RdfParams) -> dict[str, Any]:
-        """The model's description as a JSON object."""
+        """The model's RDF as published (its ``rdf.yaml``), with its ``id``.
+
+        Values JSON cannot carry (``.inf``, ``.nan``) stay floats: RPC carries them; the
+        JSON transports refuse such an RDF with a 422 that says where they are.
+        """
         if params.stage:
             raise ApiError(
                 404, f"stage: a local collection keeps no staged version of {params.model_id!r}"
             )
-        rdf: dict[str, Any] = self._model(params.model_id).rdf
-        return rdf
+        try:
+            return self.backend.published_rdf(params.model_id)
+        except UnknownModelError as err:
+            raise ApiError(404, f"model_id: no model {params.model_id!r} here ({err})") from None
+        except BackendError as err:
+            raise ApiError(500, str(err)) from err
 
     def get_upload_url(self, params: UploadParams) -> dict[str, str]:
         """A presigned PUT URL and the file path to pass to ``infer``."""
@@ -333,20 +271,21 @@ class ModelRunnerApi:
         return self.store.new_upload(params.file_type)
 
     def infer(self, params: InferParams) -> Any:
-        """Run a model on an uploaded file: the outputs, or a request id when asynchronous."""
+        """Run a model: every output by id (arrays, or download URLs), or a request id when
+        asynchronous."""
         if params.device == "cuda":
             raise ApiError(400, "device: 'cuda' is not available, this server runs on the CPU")
         if params.skip_cache:
             self._forget(params.model_id)
         loaded = self._model(params.model_id, params.weights_format)
-        tile = self._read_input(params, loaded)
+        arrays = self._read_inputs(params, loaded)
         if not self.asynchronous:
-            return self._run(params, loaded, tile)
-        job = InferJob(request_id=uuid.uuid4().hex, submitted_at=time.time())
+            return self._run(params, arrays)
+        job = InferJob(request_id=str(uuid.uuid4()), submitted_at=time.time())
         with self._jobs_lock:
             self._prune()
             self._jobs[job.request_id] = job
-        self._pool.submit(self._run_job, job, params, loaded, tile)
+        self._pool.submit(self._run_job, job, params, arrays)
         return job.request_id
 
     def _forget(self, model_id: str) -> None:
@@ -355,74 +294,76 @@ class ModelRunnerApi:
         except UnknownModelError as err:
             raise ApiError(404, f"model_id: no model {model_id!r} here ({err})") from None
 
-    def _read_input(self, params: InferParams, loaded: Any) -> npt.NDArray[Any]:
-        """The input as a checked ``(channels, rows, cols)`` tile."""
+    def _read_inputs(self, params: InferParams, loaded: LoadedModel) -> dict[str, npt.NDArray[Any]]:
+        """Every input tensor, by id, in the model's layout and checked."""
         inputs = params.inputs
-        if isinstance(inputs, dict):
-            if set(inputs) != {str(loaded.input_id)}:
+        names = list(loaded.inputs)
+        if not isinstance(inputs, dict):
+            if len(names) != 1:
                 raise ApiError(
                     400,
-                    f"inputs: the model has one input {str(loaded.input_id)!r},"
-                    f" got {sorted(inputs)}",
+                    f"inputs: the model has {len(names)} inputs ({', '.join(names)});"
+                    " give a dict of them by id",
                 )
-            inputs = next(iter(inputs.values()))
-        if inputs.startswith(("http://", "https://", "s3://")):
+            inputs = {names[0]: inputs}
+        if set(inputs) != set(names):
             raise ApiError(
-                400, "inputs: this server does not fetch URLs; upload the file with get_upload_url"
+                400, f"inputs: the model's inputs are {sorted(names)}, got {sorted(inputs)}"
             )
-        if self.store is None:
-            raise ApiError(501, "this server has no upload storage (start it with an S3 bucket)")
-        body = self.store.read(inputs)
-        axes = loaded.input_axes
-        try:
-            if inputs.endswith(".npy"):
-                array = np.load(io.BytesIO(body), allow_pickle=False)
-            else:
-                tile = decode_tile(body)
-                if channel_count(axes) == 1 and tile.shape[0] > 1:
-                    tile = tile.mean(axis=0, keepdims=True)
-                array = into_layout(tile, axes)
-        except (ValueError, OSError, TilingError) as err:
-            raise ApiError(
-                400, f"inputs: {inputs} is not a readable {inputs[inputs.rfind('.') :]} file: {err}"
-            ) from None
-        except AxisError as err:
-            raise ApiError(400, str(err)) from None
-        try:
-            check_input(array, axes, str(loaded.input_id))
-        except AxisError as err:
-            raise ApiError(400, str(err)) from None
-        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(
-            array.dtype, np.complexfloating
-        ):
-            raise ApiError(400, f"inputs: pixels of type {array.dtype} cannot be a model input")
-        return from_model_layout(array, axes)
+        return {
+            name: self._read_input(value, loaded.inputs[name], name)
+            for name, value in inputs.items()
+        }
 
-    def _run(self, params: InferParams, loaded: Any, tile: npt.NDArray[Any]) -> dict[str, Any]:
+    def _read_input(
+        self, value: npt.NDArray[Any] | str, axes: list[Any], name: str
+    ) -> npt.NDArray[Any]:
+        if isinstance(value, np.ndarray):
+            return fit_input(value, axes, name)
+        kind = file_type(value)
+        if value.startswith(("http://", "https://")) or "://" in value:
+            if self.url_policy is None:
+                raise ApiError(
+                    400, "inputs: this server fetches no URLs; upload the file with get_upload_url"
+                )
+            data = fetch_url(value, self.url_policy)
+            if not kind and data.startswith(b"\x93NUMPY"):
+                kind = ".npy"
+        elif self.store is None:
+            raise ApiError(501, "this server has no upload storage (start it with an S3 bucket)")
+        else:
+            data = self.store.read(value)
+        array = decode_file(data, kind, value)
+        return fit_input(array, axes, name, kind)
+
+    def _run(self, params: InferParams, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
         try:
-            planes = self.backend.predict(
-                params.model_id, tile, params.default_blocksize_parameter, params.weights_format
+            outputs = self.backend.predict_tensors(
+                params.model_id, arrays, params.default_blocksize_parameter, params.weights_format
             )
-            output = into_layout(planes, loaded.output_axes)
-        except (BackendError, AxisError) as err:
+        except WeightsUnavailableError as err:
+            raise ApiError(400, f"model {params.model_id!r}: {err}") from None
+        except BackendError as err:
             raise ApiError(
                 500, f"model {params.model_id!r} failed on {params.sample_id}: {err}"
             ) from err
-        name = str(loaded.rdf["outputs"][0].get("id") or loaded.rdf["outputs"][0].get("name"))
         if not params.return_download_url:
-            return {name: encode_array(output)}
+            return dict(outputs)
         if self.store is None:
             raise ApiError(501, "this server has no upload storage (start it with an S3 bucket)")
-        buffer = io.BytesIO()
-        np.save(buffer, output, allow_pickle=False)
-        return {name: self.store.publish(buffer.getvalue())}
+        urls = {}
+        for name, output in outputs.items():
+            buffer = io.BytesIO()
+            np.save(buffer, output, allow_pickle=False)
+            urls[name] = self.store.publish(buffer.getvalue())
+        return urls
 
     def _run_job(
-        self, job: InferJob, params: InferParams, loaded: Any, tile: npt.NDArray[Any]
+        self, job: InferJob, params: InferParams, arrays: dict[str, npt.NDArray[Any]]
     ) -> None:
         job.started_at = time.time()
         try:
-            job.result = self._run(params, loaded, tile)
+            job.result = self._run(params, arrays)
         except ApiError as err:
             job.result = {"error": err.message}
         except MODEL_ERRORS as err:
@@ -457,13 +398,24 @@ class ModelRunnerApi:
         }
 
     def test(self, params: TestParams) -> dict[str, Any]:
-        """The bioimage.io test suite's report for a model (``status`` passed or failed)."""
+        """The bioimage.io test suite on a model: ``status`` (passed or failed), ``details``
+        (one line, what failed) and ``report`` (the whole summary).
+
+        ``additional_requirements`` are checked, not installed: the test runs when this
+        server's environment already satisfies them and is refused (400, naming the missing
+        ones) otherwise.
+        """
         if params.stage:
             raise ApiError(
                 404, f"stage: a local collection keeps no staged version of {params.model_id!r}"
             )
-        if params.additional_requirements:
-            raise ApiError(400, "additional_requirements: this server installs nothing")
+        missing = _missing_requirements(params.additional_requirements or [])
+        if missing:
+            raise ApiError(
+                400,
+                "additional_requirements: this server installs no packages; it tests models in"
+                f" its own environment, which lacks {', '.join(missing)}",
+            )
         if params.skip_cache:
             self._forget(params.model_id)
         try:
@@ -476,7 +428,14 @@ class ModelRunnerApi:
 
         summary = test_model(source, weight_format=self.backend.weights_format)
         report: dict[str, Any] = summary.model_dump(mode="json")
-        return report
+        report.pop("source_name", None)  # a path on this server
+        failed = [d for d in summary.details if d.status == "failed"]
+        details = (
+            f"All {len(summary.details)} checks passed."
+            if not failed
+            else "; ".join(f"{d.name}: {' '.join(e.msg for e in d.errors)}" for d in failed)
+        )
+        return {"status": str(summary.status), "details": details, "report": report}
 
     def validate(self, params: ValidateParams) -> dict[str, Any]:
         """Whether ``rdf_dict`` is a valid description, with the validation summary."""
@@ -493,3 +452,25 @@ class ModelRunnerApi:
             "success": summary.status in {"passed", "valid-format"},
             "details": summary.format(),
         }
+
+
+def _missing_requirements(requirements: list[str]) -> list[str]:
+    """The requirements this environment does not satisfy.
+
+    Raises:
+        ApiError: 400 for a requirement that is not a valid specifier.
+    """
+    missing = []
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as err:
+            raise ApiError(400, f"additional_requirements: {text!r}: {err}") from None
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            missing.append(text)
+            continue
+        if not requirement.specifier.contains(version, prereleases=True):
+            missing.append(f"{text} (has {version})")
+    return missing

@@ -22,8 +22,9 @@ import urllib3
 
 from infra.local_stack import LocalStack
 from models.bioimageio.adapter import API_PREFIX, AdapterServer, BackendError, UnknownModelError
+from models.bioimageio.errors import UploadExpiredError
 from models.bioimageio.local import LocalBackend
-from models.bioimageio.remote import RemoteBackend, UploadExpiredError
+from models.bioimageio.remote import RemoteBackend
 from models.bioimageio.runner_api import ModelRunnerApi, UploadStore
 from models.bioimageio.wire import decode_array
 from tests.models.bioimageio_sample import write_sample_package
@@ -196,7 +197,7 @@ def test_inputs_must_come_from_get_upload_url(api: str, s3: Any) -> None:
     for inputs, message in [
         ("private/secret.npy", "not a file path from get_upload_url"),
         ("temp/../private/secret.npy", "not a file path from get_upload_url"),
-        ("http://169.254.169.254/latest/x.npy", "does not fetch URLs"),
+        ("http://169.254.169.254/latest/x.npy", "fetches no URLs"),
         (f"temp/{'0' * 32}.npy", "nothing was uploaded"),
     ]:
         status, detail = post(f"{api}/infer", {"model_id": "bright", "inputs": inputs})

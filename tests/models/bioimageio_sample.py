@@ -175,3 +175,83 @@ def write_sample_package(directory: Path, network: Network = "sigmoid") -> Path:
     rdf_path = directory / "rdf.yaml"
     rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False))
     return rdf_path
+
+
+def _tensor(tensor_id: str, source: str, reference: str | None = None) -> dict[str, Any]:
+    """A float32 ``(batch, channel, y, x)`` tensor entry; outputs follow ``reference``'s size."""
+    space = [
+        {"type": "space", "id": axis, "size": {"min": 16, "step": 16}}
+        if reference is None
+        else {"type": "space", "id": axis, "size": {"tensor_id": reference, "axis_id": axis}}
+        for axis in ("y", "x")
+    ]
+    return {
+        "id": tensor_id,
+        "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["c"]}, *space],
+        "test_tensor": {"source": source},
+        "data": {"type": "float32"},
+    }
+
+
+def write_multi_package(directory: Path, kind: Literal["inputs", "outputs"]) -> Path:
+    """A package with two inputs (``a``, ``b`` -> ``sum`` = a + b) or two outputs (``image`` ->
+    ``bright`` = sigmoid(x - 0.5), ``dark`` = 1 - bright); its ``rdf.yaml``.
+
+    Its ``config`` holds ``.inf`` and ``.nan``, values JSON cannot carry.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    samples = {
+        name: rng.random((1, 1, 32, 32), dtype=np.float32)
+        for name in (("a", "b") if kind == "inputs" else ("image",))
+    }
+    if kind == "inputs":
+        nodes = [helper.make_node("Add", ["a", "b"], ["sum"])]
+        results = {"sum": samples["a"] + samples["b"]}
+    else:
+        one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+        half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+        nodes = [
+            helper.make_node("Sub", ["image", "half"], ["shifted"]),
+            helper.make_node("Sigmoid", ["shifted"], ["bright"]),
+            helper.make_node("Sub", ["one", "bright"], ["dark"]),
+        ]
+        bright = _sigmoid(samples["image"] - 0.5)
+        results = {"bright": bright, "dark": 1 - bright}
+    info = {
+        name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 1, None, None])
+        for name in [*samples, *results]
+    }
+    initializers = [] if kind == "inputs" else [one, half]
+    graph = helper.make_graph(
+        nodes,
+        f"multi-{kind}",
+        [info[n] for n in samples],
+        [info[n] for n in results],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    onnx.save(model, directory / "weights.onnx")
+    for name, array in {**samples, **results}.items():
+        np.save(directory / f"{name}.npy", array)
+    (directory / "README.md").write_text(f"# Multi {kind}\n")
+    first = next(iter(samples))
+    rdf = {
+        "format_version": "0.5.4",
+        "type": "model",
+        "name": f"multi-{kind}",
+        "description": f"A model with two {kind}",
+        "authors": [{"name": "ModelRunner tests"}],
+        "cite": [{"text": "ModelRunner test model", "url": "https://example.com/modelrunner"}],
+        "license": "MIT",
+        "documentation": "README.md",
+        "tags": ["test", f"multi-{kind}"],
+        "inputs": [_tensor(n, f"{n}.npy") for n in samples],
+        "outputs": [_tensor(n, f"{n}.npy", first) for n in results],
+        "weights": {"onnx": {"source": "weights.onnx", "opset_version": 15}},
+        "config": {"limits": {"upper": float("inf"), "unset": float("nan")}},
+    }
+    rdf_path = directory / "rdf.yaml"
+    rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return rdf_path
