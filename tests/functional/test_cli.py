@@ -45,14 +45,15 @@ def test_submit_wait_status_results_and_preview(stack: Stack, tmp_path: Path) ->
     # Progress comes from the status messages: it ends with every tile of the one image done.
     progress = [line for line in submitted.stdout.splitlines() if line.startswith("[")]
     assert progress[-1] == "[" + "#" * 30 + "] 100% 6/6 tiles, 1/1 images ended"
-    assert f"{image_url}: SUCCESS, 6 features" in submitted.stdout
+    assert f"{image_url}: SUCCESS, 6 tiles (0 failed), 6 features" in submitted.stdout
 
     status = modelrunner(stack, "status", job_id)
     assert status.returncode == 0, status.stderr
-    assert f"{image_url}: SUCCESS, 1/1 regions, 6 tiles (0 failed), 6 features" in status.stdout
+    expected = f"{image_url}: SUCCESS (run 1), 1/1 regions, 6 tiles (0 failed), 6 features"
+    assert expected in status.stdout
     assert f"output: s3://{stack.local.resources.bucket}/cli/{job_id}.geojson" in status.stdout
     records = json.loads(modelrunner(stack, "status", job_id, "--json").stdout)
-    assert records[0]["final_status"] == "SUCCESS"
+    assert (records[0]["status"], records[0]["tile_count"]) == ("SUCCESS", 6)
 
     results = modelrunner(stack, "results", job_id, "--output-dir", str(tmp_path / "out"))
     assert results.returncode == 0, results.stderr
@@ -63,6 +64,7 @@ def test_submit_wait_status_results_and_preview(stack: Stack, tmp_path: Path) ->
     shown = modelrunner(stack, "preview", job_id, "--output", str(png), "--max-size", "300")
     assert shown.returncode == 0, shown.stderr
     assert "with 6 boxes" in shown.stdout
+    assert not shown.stderr  # no library warnings on the user's terminal
     with warnings.catch_warnings():  # a PNG has no georeferencing
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = rasterio.open(png)
@@ -85,6 +87,10 @@ def test_unknown_job_and_bad_request_are_clear(stack: Stack, tmp_path: Path) -> 
     bad = modelrunner(stack, "submit", "--image-url", "s3://b/k.tif", "--tile-size", "64")
     assert bad.returncode == 2
     assert "imageProcessor" in bad.stderr
+    for result in (missing, bad):  # one line each, ending in a newline
+        assert result.stderr.startswith("modelrunner: ")
+        assert result.stderr.endswith("\n")
+        assert result.stderr.count("\n") == 1
 
 
 def test_submit_wait_reports_a_request_the_worker_rejects(stack: Stack) -> None:
