@@ -77,9 +77,8 @@ from models.bioimageio.adapter import (
     run,
 )
 from models.bioimageio.local import LocalBackend
-from models.server import CUSTOM_ATTRIBUTES_HEADER, keep_freed_memory
-from models.synthetic import parse_custom_attributes
-from tests.models.bioimageio_sample import write_sample_package
+from models.bioimageio.samples import write_sample_package
+from models.http import CUSTOM_ATTRIBUTES_HEADER, keep_freed_memory, parse_custom_attributes
 from tiling.encode import encode_tile
 
 ROOT = Path(__file__).resolve().parents[1]

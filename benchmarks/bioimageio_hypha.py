@@ -38,7 +38,7 @@ from hypha_rpc import connect_to_server
 from infra.local_stack import LocalStack
 from models.bioimageio.hypha_link import connect
 from models.bioimageio.local import LocalBackend
-from tests.models.bioimageio_sample import write_sample_package
+from models.bioimageio.samples import write_sample_package
 
 BUCKET = "bench-model-runner"
 SIZE = 512

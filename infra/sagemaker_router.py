@@ -27,7 +27,7 @@ from http.server import ThreadingHTTPServer
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from models.server import JsonHandler, serve_until_signalled
+from models.http import JsonHandler, serve_until_signalled
 from models.synthetic import MODELS
 
 log = logging.getLogger(__name__)

@@ -143,13 +143,3 @@ MODELS: dict[str, Model] = {
     "failure": failure,
     "throttle": Throttle(),
 }
-
-
-def parse_custom_attributes(header: str | None) -> dict[str, str]:
-    """Parse ``key=value`` pairs separated by commas or semicolons."""
-    pairs: dict[str, str] = {}
-    for item in (header or "").replace(";", ",").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            pairs[key.strip()] = value.strip()
-    return pairs

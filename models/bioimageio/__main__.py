@@ -23,7 +23,7 @@ from models.bioimageio.adapter import API_PREFIX, AdapterServer, Backend
 from models.bioimageio.local import WEIGHTS_FORMATS, LocalBackend
 from models.bioimageio.remote import RemoteBackend
 from models.bioimageio.runner_api import ModelRunnerApi, UploadStore
-from models.server import keep_freed_memory, serve_until_signalled
+from models.http import keep_freed_memory, serve_until_signalled
 
 log = logging.getLogger("models.bioimageio")
 

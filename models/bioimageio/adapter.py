@@ -40,8 +40,12 @@ from models.bioimageio.objects import (
     probability_to_features,
 )
 from models.bioimageio.wire import encode_array
-from models.server import CUSTOM_ATTRIBUTES_HEADER, MAX_TILE_BYTES, JsonHandler
-from models.synthetic import parse_custom_attributes
+from models.http import (
+    CUSTOM_ATTRIBUTES_HEADER,
+    MAX_TILE_BYTES,
+    JsonHandler,
+    parse_custom_attributes,
+)
 from tiling.encode import decode_tile
 from tiling.errors import TilingError
 

@@ -15,9 +15,9 @@ import pytest
 
 from infra.local_stack import free_port, wait_until_up
 from models.bioimageio.adapter import API_PREFIX
+from models.bioimageio.samples import write_sample_package
 from tests.functional.helpers import Stack, write_geotiff
 from tests.functional.test_end_to_end import TRANSFORM, UTM
-from tests.models.bioimageio_sample import write_sample_package
 
 pytestmark = pytest.mark.functional
 

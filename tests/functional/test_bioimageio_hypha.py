@@ -27,9 +27,9 @@ import pytest
 from hypha_rpc import connect_to_server
 
 from infra.local_stack import LocalStack
+from models.bioimageio.samples import write_multi_package, write_sample_package
 from tests.functional.helpers import Stack
 from tests.functional.test_bioimageio import bright_request, check_bright_objects, running_adapter
-from tests.models.bioimageio_sample import write_multi_package, write_sample_package
 
 pytestmark = [
     pytest.mark.functional,

@@ -26,8 +26,8 @@ from models.bioimageio.errors import UploadExpiredError
 from models.bioimageio.local import LocalBackend
 from models.bioimageio.remote import RemoteBackend
 from models.bioimageio.runner_api import ModelRunnerApi, UploadStore
+from models.bioimageio.samples import write_sample_package
 from models.bioimageio.wire import decode_array
-from tests.models.bioimageio_sample import write_sample_package
 
 pytestmark = [
     pytest.mark.functional,

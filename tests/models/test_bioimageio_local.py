@@ -17,7 +17,7 @@ from models.bioimageio.adapter import (
     run,
 )
 from models.bioimageio.local import LocalBackend
-from tests.models.bioimageio_sample import conv_reference, write_sample_package
+from models.bioimageio.samples import conv_reference, write_sample_package
 from tiling.encode import encode_tile
 from worker.contract.messages import VALID_PAIRS
 

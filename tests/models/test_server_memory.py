@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from models.server import keep_freed_memory
+from models.http import keep_freed_memory
 
 # A handler thread that, as a request does, holds several arrays at once (here six of 4 MiB)
 # and frees them; prints the thread's minor page faults over 20 such requests.
 FAULTS = """
 import resource, sys, threading
 import numpy as np
-from models.server import keep_freed_memory
+from models.http import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def handle():

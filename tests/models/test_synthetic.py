@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from models.synthetic import centerpoint, failure, flood, parse_custom_attributes
+from models.http import parse_custom_attributes
+from models.synthetic import centerpoint, failure, flood
 from postprocessing.detections import parse_model_output
 
 

@@ -1,4 +1,6 @@
-"""Tiny bioimage.io model packages, written offline for the tests and benchmarks.
+"""Tiny bioimage.io model packages, written offline: to try the adapter and the model runner
+without a model hub, and for the tests and benchmarks. Writing them needs ``onnx`` (imported
+when a package is written; it is in the ``dev`` extra).
 
 ``sigmoid`` (the tests' model): ONNX computing ``sigmoid(x / 255 - 0.5)`` per pixel through
 the package's ``scale_linear`` preprocessing; bright pixels (> 127.5) come out above 0.5.
@@ -13,15 +15,18 @@ Both take spatial sizes ``16 + 16n``, like real segmentation networks. Their tes
 from a numpy implementation of the same arithmetic, not from the ONNX graph.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import yaml
-from onnx import TensorProto, helper
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    import onnx
 
 Network = Literal["sigmoid", "conv"]
 
@@ -68,6 +73,8 @@ def conv_reference(scaled: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 def _conv_graph() -> onnx.GraphProto:
+    from onnx import TensorProto, helper  # noqa: PLC0415 - only to write packages
+
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, None, None])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1, None, None])
     weights = [
@@ -92,6 +99,8 @@ def _conv_graph() -> onnx.GraphProto:
 
 
 def _sigmoid_graph() -> onnx.GraphProto:
+    from onnx import TensorProto, helper  # noqa: PLC0415 - only to write packages
+
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, None, None])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1, None, None])
     half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
@@ -109,6 +118,9 @@ def _sigmoid_graph() -> onnx.GraphProto:
 
 def write_sample_package(directory: Path, network: Network = "sigmoid") -> Path:
     """Write the package into ``directory``; returns its ``rdf.yaml``."""
+    import onnx  # noqa: PLC0415 - only to write packages
+    from onnx import helper  # noqa: PLC0415
+
     directory.mkdir(parents=True, exist_ok=True)
     graph = _conv_graph() if network == "conv" else _sigmoid_graph()
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
@@ -199,6 +211,9 @@ def write_multi_package(directory: Path, kind: Literal["inputs", "outputs"]) -> 
 
     Its ``config`` holds ``.inf`` and ``.nan``, values JSON cannot carry.
     """
+    import onnx  # noqa: PLC0415 - only to write packages
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     samples = {
