@@ -16,7 +16,7 @@ from pathlib import Path
 from botocore.config import Config
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.contract.messages import RequestLimits
+from worker.contract.parsing import RequestLimits
 
 ENV_FILE = Path(".local-stack") / "modelrunner.env"
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")

@@ -17,7 +17,8 @@ import boto3
 from client.follow import JobProgress, follow, subscribe
 from client.records import Submission, ended_for, image_views, summary
 from client.settings import AWS_CONFIG, ClientSettings
-from worker.contract.messages import ImageRequest, RequestLimits, parse_image_request
+from worker.contract.messages import ImageRequest
+from worker.contract.parsing import RequestLimits, parse_image_request
 from worker.contract.records import JobRecordView
 from worker.contract.status import Status
 

@@ -19,7 +19,7 @@ import shapely
 from postprocessing.table import Detection, DetectionTable
 from tests.fakes import Crash, MemoryJobStore, MemoryStaging, RecordingPublisher, RecordingQueue
 from tiling.image import ImageInfo
-from worker.contract.messages import RequestLimits, parse_image_request
+from worker.contract.parsing import RequestLimits, parse_image_request
 from worker.contract.records import ImageOutcome
 from worker.finaliser import Finaliser, FinalisingSettings
 from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler, Work

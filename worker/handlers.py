@@ -27,13 +27,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from worker.capacity import CapacityGate
-from worker.contract.messages import (
-    RegionRequest,
-    RequestLimits,
-    job_id_of,
-    parse_image_request,
-    parse_region_request,
-)
+from worker.contract.parsing import RequestLimits, job_id_of, parse_image_request
+from worker.contract.regions import RegionRequest, parse_region_request
 from worker.contract.status import Status, StatusEvent
 from worker.errors import FinalisingElsewhere, InvalidRequestError, PermanentError, RetryableError
 from worker.images import ImageRef, images_of

@@ -19,10 +19,9 @@ from postprocessing.features import (
     FeatureContext,
     TileLayout,
     feature_chunks,
-    inference_dt,
-    nitf_source_metadata,
     suppress_duplicates,
 )
+from postprocessing.properties import inference_dt, nitf_source_metadata
 from postprocessing.table import DetectionTable
 from tiling.image import ImageInfo
 from worker.contract.messages import ImageRequest

@@ -141,6 +141,14 @@ class ImageJob:
         """Tiles over all regions."""
         return len(self.plan.tiles)
 
+    def summary(self) -> str:
+        """``W x H px, B bands DTYPE; N tiles in R region(s) over BOUNDS``, for the log."""
+        info = self.info
+        return (
+            f"{info.width}x{info.height} px, {info.band_count} bands {info.dtype};"
+            f" {self.tile_count} tiles in {len(self.regions)} region(s) over {self.plan.bounds}"
+        )
+
     def region(self, region_id: int) -> Region:
         """Region ``region_id`` (1-based)."""
         return self.regions[region_id - 1]

@@ -24,8 +24,8 @@ from typing import Protocol
 from postprocessing.table import DetectionTable
 from tiling.grid import Window
 from worker.capacity import image_load
-from worker.contract.messages import RegionRequest
 from worker.contract.records import FailedTile, ImageRecord, RunPlan
+from worker.contract.regions import RegionRequest
 from worker.errors import PermanentError
 from worker.finaliser import Finaliser, record_of
 from worker.images import ImageRef
@@ -112,18 +112,7 @@ class Runner:
             return
         if record.created:
             await self._reporter.started(ref, job.tile_count, len(job.regions), record.run)
-        log.info(
-            "job %s image %s: %dx%d px, %d bands %s; %d tiles in %d region(s) over %s",
-            ref.job_id,
-            ref.url,
-            job.info.width,
-            job.info.height,
-            job.info.band_count,
-            job.info.dtype,
-            job.tile_count,
-            len(job.regions),
-            job.plan.bounds,
-        )
+        log.info("job %s image %s: %s", ref.job_id, ref.url, job.summary())
         for region in job.regions[1:]:
             if region.region_id not in record.regions_done:
                 await self._region_queue.send(region_message(job, region, record.run))

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.contract.messages import MAX_SQS_MESSAGE_BYTES, REGION_ENVELOPE_BYTES, RequestLimits
+from worker.contract.parsing import RequestLimits
+from worker.contract.regions import MAX_SQS_MESSAGE_BYTES, REGION_ENVELOPE_BYTES
 
 MAX_REQUEST_BYTES = MAX_SQS_MESSAGE_BYTES - REGION_ENVELOPE_BYTES
 

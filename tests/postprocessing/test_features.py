@@ -16,9 +16,9 @@ from postprocessing.features import (
     Selection,
     TileLayout,
     feature_chunks,
-    nitf_source_metadata,
     suppress_duplicates,
 )
+from postprocessing.properties import nitf_source_metadata
 from postprocessing.table import Detection, DetectionTable
 from tiling.sensor import AffineSensorModel
 

@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from tests.service import HANDLING
-from worker.contract.messages import RegionRequest
+from worker.contract.regions import RegionRequest
 from worker.contract.status import StatusEvent
 from worker.errors import FinalisingElsewhere
 from worker.handlers import ImageHandler, RegionHandler, Settler, Work

@@ -9,13 +9,11 @@ from worker.contract.messages import (
     AlgorithmType,
     KinesisOutput,
     ProcessorType,
-    RequestLimits,
     S3Output,
     TileCompression,
     TileFormat,
-    job_id_of,
-    parse_image_request,
 )
+from worker.contract.parsing import RequestLimits, job_id_of, parse_image_request
 from worker.errors import InvalidRequestError
 
 

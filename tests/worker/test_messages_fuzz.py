@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.contract.messages import job_id_of, parse_image_request
+from worker.contract.parsing import job_id_of, parse_image_request
 from worker.errors import InvalidRequestError
 
 json_values = st.recursive(

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from tiling.image import ImageInfo
-from worker.contract.messages import ImageRequest, parse_image_request
+from worker.contract.messages import ImageRequest
+from worker.contract.parsing import parse_image_request
 from worker.errors import InvalidRequestError, PermanentError
 from worker.policy import (
     check_endpoint,

@@ -14,8 +14,9 @@ import pytest
 from postprocessing.table import DetectionTable
 from tests.service import FakeImages, MemorySink, Node, Shared
 from tiling.grid import Window
-from worker.contract.messages import RegionRequest, parse_image_request
+from worker.contract.parsing import parse_image_request
 from worker.contract.records import FailedTile, ImageRecord
+from worker.contract.regions import RegionRequest
 from worker.contract.status import Status
 from worker.errors import ImageUnavailableError
 from worker.images import ImageRef
