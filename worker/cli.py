@@ -360,7 +360,12 @@ def write_preview(s3: S3Client, records: list[dict[str, Any]], args: argparse.Na
 
 def run_local() -> int:
     """``modelrunner local``: the embedded stack and a worker, until Ctrl-C."""
-    from infra.local_stack import LocalStack  # noqa: PLC0415 - only this command needs it
+    try:
+        from infra.local_stack import LocalStack  # noqa: PLC0415 - only this command needs it
+    except ModuleNotFoundError:
+        _err("modelrunner local: the local stack is not installed here (the worker image holds")
+        _err("the service alone): pip install 'modelrunner[local]' from a checkout")
+        return 2
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

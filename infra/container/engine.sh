@@ -3,8 +3,12 @@
 #
 #   infra/container/engine.sh start   install what is missing, start an engine unless one
 #                                     answers, print the variables that point docker at it
-#   infra/container/engine.sh stop    stop the engine that `start` started (if it did)
+#   infra/container/engine.sh stop    stop the engine `start` starts (the one whose pid file is
+#                                     in MODELRUNNER_DOCKER_DIR), if it runs
 #   infra/container/engine.sh env     print the variables only
+#
+# `start` prints MODELRUNNER_DOCKER_STARTED=1 when it started the daemon itself: a caller stops
+# only what it started (infra/container/test.sh).
 #
 #   eval "$(infra/container/engine.sh start)"; $MODELRUNNER_DOCKER info
 #
@@ -21,7 +25,7 @@ COMPOSE_SDIST_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
 SOCKET="$MODELRUNNER_DOCKER_DIR/docker.sock"
 PIDFILE="$MODELRUNNER_DOCKER_DIR/docker.pid"
-STARTED="$MODELRUNNER_DOCKER_DIR/started-by-engine-sh"
+STARTED_NOW=0
 
 apt_install() {
     log "installing $* (apt-get)"
@@ -77,6 +81,7 @@ print_env() {
     fi
     echo "export DOCKER_HOST=$host"
     echo "export MODELRUNNER_DOCKER=$(docker_cli)"
+    echo "export MODELRUNNER_DOCKER_STARTED=$STARTED_NOW"
 }
 
 start_daemon() {
@@ -101,7 +106,7 @@ start_daemon() {
         --host "unix://$SOCKET" \
         --bridge=none --iptables=false --ip-masq=false \
         > "$MODELRUNNER_DOCKER_DIR/dockerd.log" 2>&1 < /dev/null &
-    touch "$STARTED"
+    STARTED_NOW=1
     local deadline=$((SECONDS + 60))
     until answers "unix://$SOCKET"; do
         ((SECONDS < deadline)) || die "dockerd did not answer in 60 s: $MODELRUNNER_DOCKER_DIR/dockerd.log"
@@ -110,10 +115,6 @@ start_daemon() {
 }
 
 stop_daemon() {
-    if [[ ! -f "$STARTED" ]]; then
-        return
-    fi
-    rm -f "$STARTED"
     if [[ -f "$PIDFILE" ]]; then
         local pid
         pid="$(cat "$PIDFILE")"

@@ -152,11 +152,12 @@ def test_kubernetes_deployment_matches_the_worker_image() -> None:
     image_config(container["image"])
     config = image_config(WORKER)
     assert inspect("image", container["image"])["Id"] == inspect("image", WORKER)["Id"]
-    assert f"{container['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" == (
-        config["User"]
-    )
+    user = container["securityContext"]["runAsUser"]
+    assert f"{user}:{pod['securityContext']['runAsGroup']}" == config["User"]
     assert container["livenessProbe"]["exec"]["command"] == health_command(WORKER)
-    assert "ports" not in container and not config.get("ExposedPorts"), "the worker serves nothing"
+    # The worker serves nothing: no port in the image or the manifest.
+    assert "ports" not in container
+    assert not config.get("ExposedPorts")
     # The read-only root needs a writable /tmp for the health file.
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
     assert image_env(WORKER)["MODELRUNNER_HEALTH_FILE"].startswith("/tmp/")

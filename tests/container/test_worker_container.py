@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -161,7 +160,8 @@ def test_worker_container_runs_a_job_to_success(
     statuses = emulator.statuses.wait_terminal(job_id, timeout_s=120)
     assert statuses[-1].attributes["status"] == "SUCCESS", statuses[-1].message
 
-    body = emulator.s3.get_object(Bucket=emulator.local.resources.bucket, Key=f"out/{job_id}.geojson")
+    bucket = emulator.local.resources.bucket
+    body = emulator.s3.get_object(Bucket=bucket, Key=f"out/{job_id}.geojson")
     features = json.loads(body["Body"].read())["features"]
     assert len(features) == grid_count(WIDTH) * grid_count(HEIGHT) == 12
     to_wgs84 = Transformer.from_crs(32618, 4326, always_xy=True)
@@ -186,18 +186,15 @@ def test_worker_container_runs_unprivileged_on_a_read_only_root(
     ids = docker("exec", worker.name, "python", "-c", "import os; print(os.getuid(), os.getgid())")
     assert ids.split() == ["10001", "10001"]
     assert inspect("container", worker.name)["HostConfig"]["ReadonlyRootfs"] is True
-    write = "open('/app/probe', 'w')"
-    assert "Read-only file system" in docker(
-        "exec", worker.name, "python", "-c", f"import sys\ntry: {write}\nexcept OSError as e: print(e)"
-    )
+    probe = "try: open('/app/probe', 'w')\nexcept OSError as err: print(err)"
+    assert "Read-only file system" in docker("exec", worker.name, "python", "-c", probe)
 
 
 def test_healthcheck_follows_the_loop(
     emulator: Emulator, queues: dict[str, str], containers: list[str]
 ) -> None:
-    worker = start_worker(
-        emulator, queues, *FAST_HEALTH, MODELRUNNER_HEALTH_MAX_AGE_S="3", MODELRUNNER_POLL_WAIT_S="1"
-    )
+    fast = {"MODELRUNNER_HEALTH_MAX_AGE_S": "3", "MODELRUNNER_POLL_WAIT_S": "1"}
+    worker = start_worker(emulator, queues, *FAST_HEALTH, **fast)
     containers.append(worker.name)
     wait_for_health(worker.name, "healthy", timeout_s=60)
     # A stuck loop (the process frozen, not gone): the health file ages, the check fails.
@@ -217,9 +214,7 @@ def test_docker_stop_releases_the_message_and_exits_0(
     }
     first = start_worker(emulator, queues, **slow)
     containers.append(first.name)
-    job_id = submit(
-        emulator, first, imageProcessorParameters={"CustomAttributes": "sleep_ms=2000"}
-    )
+    job_id = submit(emulator, first, imageProcessorParameters={"CustomAttributes": "sleep_ms=2000"})
     wait_for_log(first.name, f"job {job_id} image")
     started = time.monotonic()
     docker("stop", "--time", "60", first.name, timeout_s=90)
