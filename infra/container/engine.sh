@@ -126,6 +126,10 @@ stop_daemon() {
         done
         kill -0 "$pid" 2> /dev/null && kill -KILL "$pid"
     fi
+    # dockerd leaves its network namespace mounts (exec root netns/) behind: unmount them.
+    local mount
+    awk -v root="$MODELRUNNER_DOCKER_DIR/exec/" 'index($2, root) == 1 { print $2 }' /proc/mounts \
+        | sort -r | while read -r mount; do umount "$mount" || true; done
     return 0
 }
 
