@@ -5,6 +5,7 @@
 # /usr/local/bin/python -> python3, no apt lists, caches, docs or locales, then `docker import`
 # under the same tag. Needs DOCKER_HOST / MODELRUNNER_DOCKER (infra/container/engine.sh start) and root.
 set -euo pipefail
+# shellcheck source=infra/container/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DOCKER="$(docker_cli)"

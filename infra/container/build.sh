@@ -13,6 +13,7 @@
 # which includes PIP_* variables) and the proxy variables, passed as build arguments; builds
 # use the host network.
 set -euo pipefail
+# shellcheck source=infra/container/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DOCKER="$(docker_cli)"

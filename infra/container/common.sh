@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the infra/container scripts (sourced, not run): where the project's Docker engine
 # lives and which docker command drives it.
 #

@@ -18,6 +18,7 @@
 # The daemon gets its own data root, exec root, pid file and socket under MODELRUNNER_DOCKER_DIR,
 # no bridge and no iptables rules: builds and containers use the host network.
 set -euo pipefail
+# shellcheck source=infra/container/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 COMPOSE_VERSION=2.40.3
@@ -43,7 +44,8 @@ install_engine() {
     docker_cli > /dev/null || missing+=(docker.io)
     command -v debootstrap > /dev/null || missing+=(debootstrap)
     if ((${#missing[@]})); then
-        apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+        apt_install "${missing[@]}"
     fi
 }
 

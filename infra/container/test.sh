@@ -7,6 +7,7 @@
 #   PYTHON=.venv/bin/python infra/container/test.sh [pytest arguments]
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
+# shellcheck source=infra/container/common.sh
 source "$here/common.sh"
 export PYTHON="${PYTHON:-python3}"
 
