@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit functional compose fuzz bench clean
+.PHONY: run test test-container lint typecheck unit functional compose fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,9 +28,14 @@ unit: $(STAMP)
 functional: $(STAMP)
 	$(BIN)/pytest -m "functional and not docker"
 
-# The docker-compose stack end to end (needs a Docker engine with the compose plugin).
+# The images built and run on a real Docker engine, then the compose stack end to end
+# (docs/deployment.md). Installs and starts the engine if the machine has none (as root).
+test-container: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python infra/container/test.sh
+
+# The compose stack end to end alone.
 compose: $(STAMP)
-	$(BIN)/pytest -m docker tests/functional/test_compose.py
+	PYTHON=$(abspath $(BIN))/python infra/container/test.sh tests/functional/test_compose.py
 
 test: lint typecheck
 	$(BIN)/pytest

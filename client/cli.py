@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "local":
         from client.local import run_local  # noqa: PLC0415 - only this command starts a stack
 
-        return run_local(console.say, args.port)
+        try:
+            return run_local(console.say, args.port)
+        except RuntimeError as err:  # the local stack is not installed here
+            console.err(str(err))
+            return 2
     env_file = load_env_file()
     settings = ClientSettings()
     session = boto3.session.Session(region_name=settings.aws_region)

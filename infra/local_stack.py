@@ -6,6 +6,7 @@ end on it and stops everything it started.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -130,6 +131,8 @@ class LocalStack:
 
     def start(self) -> Resources:
         """Start moto and the model server, wait for them, provision the resources."""
+        if importlib.util.find_spec("moto") is None:
+            raise RuntimeError("the local stack needs moto: pip install 'modelrunner[local]'")
         self._spawn(
             "moto",
             ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)],

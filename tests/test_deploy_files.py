@@ -196,7 +196,12 @@ def test_models_target() -> None:
 
 def test_pip_runs_without_cache() -> None:
     runs = [args for stage in stages().values() for args in stage.all("RUN")]
-    pip_commands = [part for run in runs for part in run.split("&&") if "pip " in part]
+    pip_commands = [
+        part
+        for run in runs
+        for part in run.split("&&")
+        if re.search(r"\bpip (--python \S+ )?(install|wheel|download)\b", part)
+    ]
     assert pip_commands
     for command in pip_commands:
         assert "--no-cache-dir" in command, command
@@ -313,6 +318,21 @@ def test_compose_builds_existing_targets() -> None:
         assert build["target"] in stages(), f"{name}: no stage {build['target']}"
     assert service("model")["build"]["target"] == "models"
     assert service("worker")["build"]["target"] == "worker"
+    # The worker image holds the service alone: infra.bootstrap comes with the models image.
+    assert service("bootstrap")["build"]["target"] == "models"
+
+
+def test_compose_moto_override_replaces_localstack() -> None:
+    override = yaml.safe_load((COMPOSE.parent / "docker-compose.moto.yml").read_text())
+    (name,) = override["services"]
+    emulator = override["services"][name]
+    assert name == "localstack", "same service name: the others reach it as localstack:4566"
+    assert emulator["build"]["target"] == "emulator"
+    assert emulator["build"]["target"] in stages()
+    assert emulator["image"] == "modelrunner-emulator:local"
+    account = service_env("worker")["MODELRUNNER_STATUS_TOPIC_ARN"].split(":")[4]
+    assert emulator["environment"]["MOTO_ACCOUNT_ID"] == account
+    assert "4566" in " ".join(emulator["healthcheck"]["test"])
 
 
 def test_compose_start_order() -> None:
