@@ -16,7 +16,7 @@ from pathlib import Path
 from botocore.config import Config
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.contract.parsing import RequestLimits
+from worker.contract.parsing import RequestLimits, limits_from
 
 ENV_FILE = Path(".local-stack") / "modelrunner.env"
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -43,14 +43,8 @@ class ClientSettings(BaseSettings):
 
     @property
     def request_limits(self) -> RequestLimits:
-        """The limits a request is validated against before it is sent."""
-        return RequestLimits(
-            max_message_bytes=self.max_message_bytes,
-            max_tile_size_px=self.max_tile_size_px,
-            max_images=self.max_images,
-            max_roi_vertices=self.max_roi_vertices,
-            max_feature_properties_bytes=self.max_feature_properties_bytes,
-        )
+        """The limits a request is validated against."""
+        return limits_from(self)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

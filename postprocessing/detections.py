@@ -28,7 +28,7 @@ from postprocessing.table import DetectionTable, best_class
 # Keys the worker sets itself (from the model's values where it gave them), and the legacy and
 # transient keys the reference implementation removes from its output; every other property of
 # the model reaches the output unchanged.
-_DERIVED_KEYS = frozenset(
+WORKER_KEYS = frozenset(
     {
         "imageGeometry",
         "imageBBox",
@@ -36,6 +36,10 @@ _DERIVED_KEYS = frozenset(
         "center_longitude",
         "center_latitude",
         "inferenceMetadata",
+    }
+)
+_DERIVED_KEYS = WORKER_KEYS | frozenset(
+    {
         # removed by the reference as well
         "geom_imcoords",
         "bounds_imcoords",

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from postprocessing.detections import WORKER_KEYS
 from postprocessing.nms import non_max_suppression, soft_non_max_suppression
 from postprocessing.overlap import in_overlap_bands
 from postprocessing.properties import inference_dt, stable_feature_id
@@ -173,17 +174,7 @@ class FeatureContext:
 
 
 # Properties the worker writes itself; request featureProperties of these names replace them.
-_OWN_KEYS = frozenset(
-    {
-        "imageGeometry",
-        "imageBBox",
-        "featureClasses",
-        "center_longitude",
-        "center_latitude",
-        "inferenceMetadata",
-        "sourceMetadata",
-    }
-)
+_OWN_KEYS = WORKER_KEYS | {"sourceMetadata"}
 
 
 def _world_boxes(

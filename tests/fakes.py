@@ -96,17 +96,7 @@ class MemoryJobStore:
         if record.final_status is not None or self.leases.get(key, ("", 0.0))[0] != owner:
             return False
         self.finished += 1
-        self.records[key] = dataclasses.replace(
-            record,
-            final_status=outcome.status,
-            tile_count=outcome.tile_count,
-            failed_tiles=outcome.failed_tiles,
-            feature_count=outcome.feature_count,
-            duration_s=outcome.duration_s,
-            reason=outcome.reason,
-            outputs=outcome.outputs,
-            failed_tile_list=outcome.failed_tile_list,
-        )
+        self.records[key] = record.with_outcome(outcome)
         self._maybe_crash("finish")
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from aiobotocore.session import get_session
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
 
 
 class Endpoints:
@@ -146,37 +149,21 @@ async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
     return reply["QueueUrl"]
 
 
-def loop_settings(settings: Settings) -> LoopSettings:
-    """The loop's slice of the settings."""
-    return LoopSettings(
-        max_in_flight=settings.max_in_flight,
-        poll_wait_s=settings.poll_wait_s,
-        region_poll_wait_s=settings.region_poll_wait_s,
-        visibility_timeout_s=settings.visibility_timeout_s,
-        grace_period_s=settings.grace_period_s,
-        health_file=settings.health_file,
-    )
+def slice_of(cls: type[S], settings: Settings, **values: Any) -> S:
+    """A component's slice of the settings: the fields of ``cls`` read from ``settings`` by
+    name, ``values`` for the fields named otherwise there."""
+    fields: Any = dataclasses.fields  # typed for instances; a dataclass type is what it reads
+    names = {field.name for field in fields(cls)} - values.keys()
+    return cls(**{name: getattr(settings, name) for name in names}, **values)
 
 
 def handling_settings(settings: Settings) -> HandlingSettings:
     """The message handlers' slice of the settings."""
-    return HandlingSettings(
-        request_limits=settings.request_limits,
+    return slice_of(
+        HandlingSettings,
+        settings,
         image_schemes=settings.allowed_image_schemes,
         endpoint_hosts=settings.allowed_endpoint_hosts,
-        max_receives=settings.max_receives,
-        max_attempts=settings.max_attempts,
-        retry_delay_s=settings.retry_delay_s,
-        capacity_retry_s=settings.capacity_retry_s,
-    )
-
-
-def running_settings(settings: Settings) -> RunningSettings:
-    """The region runner's slice of the settings."""
-    return RunningSettings(
-        job_deadline_s=settings.job_deadline_s,
-        endpoint_concurrency=settings.endpoint_concurrency,
-        progress_interval_s=settings.progress_interval_s,
     )
 
 
@@ -280,7 +267,11 @@ async def _wire(
         finalising_settings(settings, worker_id), pipeline, jobs, staging, reporter, image_queue
     )
     runner = Runner(
-        running_settings(settings), pipeline, (jobs, staging, region_queue), reporter, finaliser
+        slice_of(RunningSettings, settings),
+        pipeline,
+        (jobs, staging, region_queue),
+        reporter,
+        finaliser,
     )
     capacity = CapacityGate(settings, descriptions, jobs) if settings.capacity_throttling else None
     settler = Settler(handling_settings(settings), status)
@@ -290,7 +281,7 @@ async def _wire(
         region_queue,
         RegionHandler(settler, runner),
     )
-    return Worker(loop_settings(settings), queues, stop, metrics)
+    return Worker(slice_of(LoopSettings, settings), queues, stop, metrics)
 
 
 def main() -> None:

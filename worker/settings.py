@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.contract.parsing import RequestLimits
+from worker.contract.parsing import RequestLimits, limits_from
 from worker.contract.regions import MAX_SQS_MESSAGE_BYTES, REGION_ENVELOPE_BYTES
 
 MAX_REQUEST_BYTES = MAX_SQS_MESSAGE_BYTES - REGION_ENVELOPE_BYTES
@@ -87,11 +87,5 @@ class Settings(BaseSettings):
 
     @property
     def request_limits(self) -> RequestLimits:
-        """The request limits these settings set."""
-        return RequestLimits(
-            max_message_bytes=self.max_message_bytes,
-            max_tile_size_px=self.max_tile_size_px,
-            max_images=self.max_images,
-            max_roi_vertices=self.max_roi_vertices,
-            max_feature_properties_bytes=self.max_feature_properties_bytes,
-        )
+        """The limits a request is validated against."""
+        return limits_from(self)

@@ -30,6 +30,19 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "M
 CLEAN_ENV["PYTHONPATH"] = str(Path(__file__).parents[2])
 
 
+def run_client(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``modelrunner ARGS`` in a shell with ``env``, in the folder ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def image(stack: Stack, tmp_path: Path, value: int = 120) -> str:
     pixels = np.full((1, 512, 1024), value, dtype=np.uint8)
     return stack.upload(write_geotiff(tmp_path / f"img-{value}.tif", pixels, TRANSFORM, UTM))
@@ -115,30 +128,18 @@ def test_localhost_is_loopback_like_127_0_0_1(stack: Stack, tmp_path: Path) -> N
 
 def test_no_endpoint_answers_in_seconds_with_what_to_set(tmp_path: Path) -> None:
     started = time.monotonic()
-    unreachable = subprocess.run(
-        [sys.executable, "-m", "client.cli", "status", "some-job"],
-        env={**CLEAN_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "k"}
-        | {"AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    keys = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    nowhere = {**CLEAN_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_REGION": "us-east-1"}
+    unreachable = run_client("status", "some-job", env=nowhere | keys, cwd=tmp_path)
     assert time.monotonic() - started < 30
     assert unreachable.returncode == 2
     assert "cannot reach http://127.0.0.1:1" in unreachable.stderr
     assert "AWS_ENDPOINT_URL" in unreachable.stderr
-    no_keys = subprocess.run(
-        [sys.executable, "-m", "client.cli", "status", "some-job"],
-        env={**CLEAN_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_REGION": "us-east-1"}
-        | {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": "/dev/null"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    no_files = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": "/dev/null",
+    }
+    no_keys = run_client("status", "some-job", env=nowhere | no_files, cwd=tmp_path)
     assert no_keys.returncode == 2
     assert "no AWS credentials" in no_keys.stderr
 
@@ -184,15 +185,7 @@ def follow_the_local_stack(local: "subprocess.Popen[str]", port: int, tmp_path: 
     )
     assert s3.head_object(Bucket="modelrunner-images", Key="samples/i_3001a.ntf")
     # Another command in a shell without any variable finds the stack through the file.
-    other = subprocess.run(
-        [sys.executable, "-m", "client.cli", "status", "nothing-yet"],
-        env=CLEAN_ENV,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    other = run_client("status", "nothing-yet", env=CLEAN_ENV, cwd=tmp_path)
     assert other.returncode == 1
     assert other.stderr == "modelrunner: no records of job nothing-yet\n"
     local.send_signal(signal.SIGINT)

@@ -2,11 +2,10 @@
 
 import asyncio
 import json
-from typing import Any
 
+from tests.fakes import RecordingPublisher, RecordingQueue
 from tests.service import HANDLING
 from worker.contract.regions import RegionRequest
-from worker.contract.status import StatusEvent
 from worker.errors import FinalisingElsewhere
 from worker.handlers import ImageHandler, RegionHandler, Settler, Work
 from worker.images import ImageRef
@@ -18,33 +17,6 @@ REQUEST = {
     "outputs": [{"type": "S3", "bucket": "results", "prefix": "out"}],
     "imageProcessor": {"name": "http://127.0.0.1:8080/invocations", "type": "HTTP_ENDPOINT"},
 }
-
-
-class Queue:
-    """Records what the loop does to its messages."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int]] = []
-        self.submissions: list[str] = []
-        self.deleted: list[str] = []
-        self.dead: list[str] = []
-        self.visibility: list[int] = []
-
-    async def receive(self, max_messages: int, wait_s: int, visibility_s: int) -> list[Any]:
-        return []
-
-    async def delete(self, message: QueueMessage) -> None:
-        self.deleted.append(message.message_id)
-
-    async def set_visibility(self, message: QueueMessage, timeout_s: int) -> None:
-        self.visibility.append(timeout_s)
-
-    async def send(self, body: str, delay_s: int = 0, submission_id: str = "") -> None:
-        self.sent.append((body, delay_s))
-        self.submissions.append(submission_id)
-
-    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
-        self.dead.append(reason)
 
 
 class Busy:
@@ -63,16 +35,10 @@ class Busy:
         raise AssertionError("an image being finalised elsewhere is not failed")
 
 
-class Statuses:
-    def __init__(self) -> None:
-        self.events: list[StatusEvent] = []
-
-    async def publish(self, event: StatusEvent) -> None:
-        self.events.append(event)
-
-
-def settle(body: str, is_region: bool, receive_count: int = 3) -> tuple[Queue, Statuses]:
-    queue, statuses = Queue(), Statuses()
+def settle(
+    body: str, is_region: bool, receive_count: int = 3
+) -> tuple[RecordingQueue, RecordingPublisher]:
+    queue, statuses = RecordingQueue(), RecordingPublisher()
     busy = Busy()
     settler = Settler(HANDLING, statuses)
     handler = (
@@ -95,8 +61,8 @@ def test_region_is_sent_again_for_after_the_lease_not_dropped() -> None:
         image_request=json.dumps(REQUEST),
     )
     queue, statuses = settle(region.body(), is_region=True)
-    assert queue.sent == [(region.body(), 301)]  # a fresh copy: the receive count starts over
-    assert queue.submissions == ["m-1"]  # ... of the same submission
+    # A fresh copy (the receive count starts over) of the same submission.
+    assert queue.sent == [(region.body(), 301, "m-1")]
     assert queue.deleted == ["m-1"]
     assert not queue.dead
     # Waiting is not a status change; that the region is run again (3rd receive) is said.
@@ -109,7 +75,6 @@ def test_region_is_sent_again_for_after_the_lease_not_dropped() -> None:
 def test_image_message_is_sent_again_too() -> None:
     body = json.dumps(REQUEST)
     queue, _ = settle(body, is_region=False)
-    assert queue.sent == [(body, 301)]
-    assert queue.submissions == ["m-1"]
+    assert queue.sent == [(body, 301, "m-1")]
     assert queue.deleted == ["m-1"]
     assert not queue.dead

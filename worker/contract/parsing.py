@@ -6,6 +6,7 @@ Every failure is an :class:`~worker.errors.InvalidRequestError` whose message na
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ class RequestLimits:
     max_images: int = 100
     max_roi_vertices: int = 10_000
     max_feature_properties_bytes: int = 64 * 1024
+
+
+def limits_from(source: object) -> RequestLimits:
+    """The limits whose values ``source`` (a settings object) holds under the same names."""
+    names = [field.name for field in dataclasses.fields(RequestLimits)]
+    return RequestLimits(**{name: getattr(source, name) for name in names})
 
 
 def check_limits(request: ImageRequest, limits: RequestLimits) -> None:

@@ -21,6 +21,7 @@ Item fields (DynamoDB attribute types in brackets):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,18 @@ class ImageOutcome:
     failed_tile_list: tuple[FailedTile, ...] = ()
 
 
+# What an outcome and a record hold under the same names.
+_OUTCOME_FIELDS = (
+    "tile_count",
+    "failed_tiles",
+    "feature_count",
+    "duration_s",
+    "reason",
+    "outputs",
+    "failed_tile_list",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRecord:
     """The state of one image of a job, as stored.
@@ -125,16 +138,13 @@ class ImageRecord:
         """The recorded terminal outcome, None before there is one."""
         if self.final_status is None:
             return None
-        return ImageOutcome(
-            status=self.final_status,
-            tile_count=self.tile_count,
-            failed_tiles=self.failed_tiles,
-            feature_count=self.feature_count,
-            duration_s=self.duration_s,
-            reason=self.reason,
-            outputs=self.outputs,
-            failed_tile_list=self.failed_tile_list,
-        )
+        values = {name: getattr(self, name) for name in _OUTCOME_FIELDS}
+        return ImageOutcome(status=self.final_status, **values)
+
+    def with_outcome(self, outcome: ImageOutcome) -> ImageRecord:
+        """The record once ``outcome`` is recorded."""
+        values = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
+        return dataclasses.replace(self, final_status=outcome.status, **values)
 
     @property
     def complete(self) -> bool:
