@@ -69,13 +69,10 @@ from infra.local_stack import free_port, wait_until_up
 from models.bioimageio.adapter import (
     SERVER_TIMING_HEADER,
     AdapterServer,
-    Backend,
-    Invocation,
     encode_reply,
     parse_server_timing,
-    read_tile,
-    run,
 )
+from models.bioimageio.invocation import Backend, Invocation, read_tile, run
 from models.bioimageio.local import LocalBackend
 from models.bioimageio.samples import write_sample_package
 from models.http import CUSTOM_ATTRIBUTES_HEADER, keep_freed_memory, parse_custom_attributes

@@ -19,8 +19,10 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from models.bioimageio.adapter import API_PREFIX, AdapterServer, Backend
-from models.bioimageio.local import WEIGHTS_FORMATS, LocalBackend
+from models.bioimageio.adapter import API_PREFIX, AdapterServer
+from models.bioimageio.invocation import Backend
+from models.bioimageio.local import LocalBackend
+from models.bioimageio.packages import WEIGHTS_FORMATS
 from models.bioimageio.remote import RemoteBackend
 from models.bioimageio.runner_api import ModelRunnerApi, UploadStore
 from models.http import keep_freed_memory, serve_until_signalled

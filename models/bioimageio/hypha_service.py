@@ -30,7 +30,8 @@ from pydantic import Field
 from models.bioimageio.errors import ApiError
 from models.bioimageio.fetch import UrlPolicy
 from models.bioimageio.hypha_link import connect, schema_function
-from models.bioimageio.local import WEIGHTS_FORMATS, LocalBackend
+from models.bioimageio.local import LocalBackend
+from models.bioimageio.packages import WEIGHTS_FORMATS
 from models.bioimageio.runner_api import ModelRunnerApi
 from models.bioimageio.uploads import UploadStore
 

@@ -10,27 +10,22 @@ A service whose ``infer`` answers a request id (the asynchronous form) is polled
 
 Connection failures, timeouts, 429 and 5xx replies are retried with full-jitter backoff; other
 4xx replies are not. An upload the service reports expired (410) is uploaded again once.
-Errors name the method, the model and the service's own message.
+Errors name the method, the model and the service's own message. The transports are
+:mod:`~models.bioimageio.http_client`'s and :mod:`~models.bioimageio.rpc_client`'s; this module
+decides which to use and runs a tile through the service.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
-import urllib3
-from urllib3.exceptions import HTTPError
-from websockets.exceptions import WebSocketException
 
 from models.bioimageio.axes import (
     Axis,
@@ -39,22 +34,12 @@ from models.bioimageio.axes import (
     from_model_layout,
     to_model_layout,
 )
-from models.bioimageio.errors import BackendError, UnknownModelError, UploadExpiredError
-from models.bioimageio.hypha_link import connect_sync
+from models.bioimageio.errors import BackendError, UploadExpiredError
+from models.bioimageio.http_client import HttpClient, error_detail
+from models.bioimageio.rpc_client import connect_service, infer_rpc
 from models.bioimageio.wire import decode_array
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_RESULT_BYTES = 512 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An HTTP reply: status and body."""
-
-    status: int
-    data: bytes
 
 
 class RemoteBackend:
@@ -85,13 +70,11 @@ class RemoteBackend:
         self._rpc_lock = threading.Lock()
         self._rpc_tried = False
         self.weights_format = weights_format
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._timeout = urllib3.Timeout(connect=min(timeout_s, 10.0), read=timeout_s)
-        self._retries = retries
-        self._backoff_s = backoff_s
+        self._client = HttpClient(
+            self.base_url, token=token, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s
+        )
         self._poll_interval_s = poll_interval_s
         self._infer_timeout_s = infer_timeout_s
-        self._http = urllib3.PoolManager(maxsize=8, retries=False)
         self._rdfs: dict[str, dict[str, Any]] = {}
         self._rdf_lock = threading.Lock()
 
@@ -142,37 +125,16 @@ class RemoteBackend:
         with self._rpc_lock:
             if not self._rpc_tried:
                 self._rpc_tried = True
-                self._rpc = self._connect_rpc()
+                self._rpc = connect_service(
+                    self.base_url,
+                    self._token,
+                    self._infer_timeout_s,
+                    required=self.transport == "rpc",
+                )
         return self._rpc
 
-    def _connect_rpc(self) -> Any:
-        parts = urlsplit(self.base_url)
-        segments = parts.path.strip("/").split("/")
-        if len(segments) != 3 or segments[1] != "services":  # noqa: PLR2004
-            if self.transport == "rpc":
-                raise BackendError(f"{self.base_url} is not <server>/<workspace>/services/<id>")
-            return None
-        server_url = f"{parts.scheme}://{parts.netloc}"
-        try:
-            server = connect_sync(server_url, token=self._token, timeout_s=self._infer_timeout_s)
-            service = server.get_service(f"{segments[0]}/{segments[2]}")
-        except (OSError, RuntimeError, KeyError, ValueError, WebSocketException) as err:
-            if self.transport == "rpc":
-                raise BackendError(f"cannot reach {self.base_url} over Hypha RPC: {err}") from err
-            log.info("no Hypha RPC at %s (%s); using HTTP", server_url, err)
-            return None
-        log.info("model runner %s over Hypha RPC", self.base_url)
-        return service
-
     def _infer_rpc(self, service: Any, model_id: str, array: npt.NDArray[Any]) -> Any:
-        options = {"weights_format": self.weights_format} if self.weights_format else {}
-        try:
-            reply = service.infer(model_id=model_id, inputs=array, **options)
-        except Exception as err:
-            # hypha-rpc raises a bare Exception carrying the service's error text.
-            if "KeyError" in str(err) and "no model" in str(err):
-                raise UnknownModelError(f"{self.base_url}: {err}") from err
-            raise BackendError(f"infer for {model_id} over RPC failed: {err}") from err
+        reply = infer_rpc(service, self.base_url, model_id, array, self.weights_format)
         if isinstance(reply, str):
             reply = self._wait(model_id, reply)
         if not isinstance(reply, Mapping) or not reply:
@@ -207,68 +169,7 @@ class RemoteBackend:
             UploadExpiredError: On 410.
             BackendError: On any other failure, after the retries.
         """
-        url = f"{self.base_url}/{name}"
-        if http_method == "GET":
-            query = {k: _query_value(v) for k, v in params.items() if v is not None}
-            response = self._request("GET", url, name, fields=query)
-        else:
-            body = json.dumps(dict(params)).encode()
-            headers = {"Content-Type": "application/json"}
-            response = self._request("POST", url, name, body=body, headers=headers)
-        detail = _detail(response.data)
-        if response.status == 404 and model_id is not None:  # noqa: PLR2004
-            raise UnknownModelError(f"{self.base_url}: {detail}")
-        if response.status == 410:  # noqa: PLR2004
-            raise UploadExpiredError(f"{name}: {detail}")
-        if response.status in {401, 403}:
-            raise BackendError(f"{name}: the model runner refused the credentials: {detail}")
-        if response.status != 200:  # noqa: PLR2004
-            raise BackendError(f"{name} failed: HTTP {response.status}: {detail}")
-        try:
-            return json.loads(response.data)
-        except ValueError as err:
-            raise BackendError(f"{name} answered something that is not JSON: {err}") from err
-
-    def _request(self, method: str, url: str, what: str, auth: bool = True, **kwargs: Any) -> Reply:
-        """One request with retries; the last reply (any status).
-
-        ``auth`` adds the bearer token: never to presigned URLs, which carry their own
-        signature and may point at another host.
-
-        Raises:
-            BackendError: When the service cannot be reached after the retries.
-        """
-        headers = {**(self._headers if auth else {}), **kwargs.pop("headers", {})}
-        for attempt in range(self._retries + 1):
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    headers=headers,
-                    timeout=self._timeout,
-                    redirect=False,
-                    preload_content=False,
-                    **kwargs,
-                )
-                try:
-                    data = response.read(MAX_RESULT_BYTES + 1)
-                finally:
-                    response.release_conn()
-                if len(data) > MAX_RESULT_BYTES:
-                    raise BackendError(f"{what}: the reply is larger than {MAX_RESULT_BYTES} bytes")
-                if response.status not in RETRY_STATUSES or attempt == self._retries:
-                    return Reply(response.status, data)
-                failure = f"HTTP {response.status}: {_detail(data)}"
-            except HTTPError as err:
-                if attempt == self._retries:
-                    raise BackendError(
-                        f"{what}: cannot reach {url.split('?', maxsplit=1)[0]}: {err}"
-                    ) from err
-                failure = str(err)
-            delay = random.uniform(0, self._backoff_s * 2**attempt)
-            log.info("%s: %s; retrying in %.2f s", what, failure, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        return self._client.call(http_method, name, params, model_id)
 
     def _infer_uploaded(self, model_id: str, array: npt.NDArray[Any]) -> dict[str, Any]:
         buffer = io.BytesIO()
@@ -284,9 +185,11 @@ class RemoteBackend:
         upload = self.call("GET", "get_upload_url", {"file_type": ".npy"})
         if not isinstance(upload, dict) or not {"upload_url", "file_path"} <= upload.keys():
             raise BackendError(f"get_upload_url answered {upload!r:.200}")
-        put = self._request("PUT", str(upload["upload_url"]), "upload", auth=False, body=data)
+        put = self._client.request(
+            "PUT", str(upload["upload_url"]), "upload", auth=False, body=data
+        )
         if put.status != 200:  # noqa: PLR2004
-            raise BackendError(f"upload failed: HTTP {put.status}: {_detail(put.data)}")
+            raise BackendError(f"upload failed: HTTP {put.status}: {error_detail(put.data)}")
         params = {
             "model_id": model_id,
             "inputs": upload["file_path"],
@@ -342,11 +245,11 @@ class RemoteBackend:
                 ) from err
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
             raise BackendError(f"infer for {model_id}: output is {value!r:.200}, not a URL")
-        download = self._request("GET", value, "download", auth=False)
+        download = self._client.request("GET", value, "download", auth=False)
         if download.status != 200:  # noqa: PLR2004
             raise BackendError(
                 f"downloading the output of {model_id} failed: HTTP {download.status}:"
-                f" {_detail(download.data)}"
+                f" {error_detail(download.data)}"
             )
         try:
             array: npt.NDArray[Any] = np.load(io.BytesIO(download.data), allow_pickle=False)
@@ -366,22 +269,3 @@ def _tensor_axes(rdf: Mapping[str, Any], which: str) -> list[Axis]:
         return axes_from_rdf(tensors[0])
     except AxisError as err:
         raise BackendError(f"model {which}: {err}") from err
-
-
-def _query_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _detail(data: bytes) -> str:
-    """The message of an error reply (``detail`` or ``message``), or its first bytes."""
-    try:
-        body = json.loads(data)
-    except ValueError:
-        return data[:300].decode("utf-8", "replace")
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("message") or body)[:1000]
-    return str(body)[:1000]

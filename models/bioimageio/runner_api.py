@@ -11,27 +11,27 @@ to poll with ``get_infer_status`` (the public service's newer form). Without
 ``{"_rtype": "ndarray", "_rshape": [...], "_rdtype": "float32", "_rvalue": base64}``.
 
 Every method raises :class:`ApiError` with an HTTP status and a message naming the parameter
-for bad input; nothing here is specific to HTTP otherwise.
+for bad input; nothing here is specific to HTTP otherwise. The parameters are checked in
+:mod:`~models.bioimageio.params`, asynchronous requests run in :mod:`~models.bioimageio.jobs`
+and ``test``/``validate`` are :mod:`~models.bioimageio.conformance`'s.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
-import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from importlib import metadata
-from typing import Any, Literal, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from packaging.requirements import InvalidRequirement, Requirement
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.bioimageio.conformance import (
+    missing_requirements,
+    run_test_suite,
+    validate_description,
+)
 from models.bioimageio.errors import (
     ApiError,
     BackendError,
@@ -40,119 +40,25 @@ from models.bioimageio.errors import (
 )
 from models.bioimageio.fetch import UrlPolicy, fetch_url
 from models.bioimageio.inputs import decode_file, file_type, fit_input
-from models.bioimageio.local import MODEL_ERRORS, LoadedModel, LocalBackend, WeightsFormat
+from models.bioimageio.jobs import InferJobs
+from models.bioimageio.local import LocalBackend
+from models.bioimageio.packages import MODEL_ERRORS, LoadedModel, WeightsFormat
+from models.bioimageio.params import (
+    InferParams,
+    MethodParams,
+    RdfParams,
+    SearchParams,
+    StatusParams,
+    TestParams,
+    UploadParams,
+    ValidateParams,
+    parse_params,
+)
 from models.bioimageio.uploads import UPLOAD_TTL_S, UploadStore
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ModelRunnerApi", "UploadStore"]
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SearchParams(_Params):
-    """``search_models`` parameters."""
-
-    keywords: list[str] | None = None
-    limit: int = Field(10, ge=1, le=100)
-    ignore_checks: bool = False
-
-    @field_validator("keywords", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        """HTTP callers give keywords comma-separated in one string."""
-        return _comma_list(value)
-
-
-class RdfParams(_Params):
-    """``get_model_rdf`` parameters."""
-
-    model_id: str
-    stage: bool = False
-
-
-class UploadParams(_Params):
-    """``get_upload_url`` parameters."""
-
-    file_type: str
-
-
-class InferParams(_Params):
-    """``infer`` parameters; ``inputs`` is an array (RPC), a file path, a URL, or a dict."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    model_id: str
-    inputs: np.ndarray | str | dict[str, np.ndarray | str]
-    return_download_url: bool = False
-    weights_format: WeightsFormat | None = None
-    device: Literal["cpu", "cuda"] | None = None
-    default_blocksize_parameter: int | None = Field(None, ge=1, le=1024)
-    sample_id: str = "sample"
-    skip_cache: bool = False
-
-
-class StatusParams(_Params):
-    """``get_infer_status`` parameters."""
-
-    request_id: str
-
-
-class TestParams(_Params):
-    """``test`` parameters."""
-
-    model_id: str
-    stage: bool = False
-    additional_requirements: list[str] | None = None
-    skip_cache: bool = False
-
-    @field_validator("additional_requirements", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        """HTTP callers give requirements comma-separated in one string."""
-        return _comma_list(value)
-
-
-class ValidateParams(_Params):
-    """``validate`` parameters."""
-
-    rdf_dict: dict[str, Any]
-    known_files: dict[str, str | None] | None = None
-
-
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-def parse_params(model: type[_Params], values: Mapping[str, Any]) -> Any:
-    """``values`` checked against a method's parameters.
-
-    Raises:
-        ApiError: 400 naming each bad parameter and why.
-    """
-    try:
-        return model.model_validate(dict(values))
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}"
-            for e in err.errors()
-        )
-        raise ApiError(400, problems) from None
-
-
-@dataclass(slots=True)
-class InferJob:
-    """One asynchronous ``infer`` request."""
-
-    request_id: str
-    submitted_at: float
-    started_at: float | None = None
-    completed_at: float | None = None
-    result: dict[str, Any] | None = None
 
 
 class ModelRunnerApi:
@@ -175,11 +81,9 @@ class ModelRunnerApi:
         self.store = store
         self.url_policy = url_policy
         self.asynchronous = asynchronous
-        self._jobs: dict[str, InferJob] = {}
-        self._jobs_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer")
+        self._jobs = InferJobs(workers, store.ttl_s if store else UPLOAD_TTL_S)
         self._checked: dict[str, bool] = {}
-        self.methods: dict[str, tuple[type[_Params], Callable[[Any], Any]]] = {
+        self.methods: dict[str, tuple[type[MethodParams], Callable[[Any], Any]]] = {
             "search_models": (SearchParams, self.search_models),
             "get_model_rdf": (RdfParams, self.get_model_rdf),
             "get_upload_url": (UploadParams, self.get_upload_url),
@@ -203,7 +107,7 @@ class ModelRunnerApi:
 
     def close(self) -> None:
         """Stop the asynchronous workers."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._jobs.close()
 
     def _model(self, model_id: str, weights_format: WeightsFormat | None = None) -> Any:
         try:
@@ -281,12 +185,7 @@ class ModelRunnerApi:
         arrays = self._read_inputs(params, loaded)
         if not self.asynchronous:
             return self._run(params, arrays)
-        job = InferJob(request_id=str(uuid.uuid4()), submitted_at=time.time())
-        with self._jobs_lock:
-            self._prune()
-            self._jobs[job.request_id] = job
-        self._pool.submit(self._run_job, job, params, arrays)
-        return job.request_id
+        return self._jobs.submit(functools.partial(self._run_job, params, arrays))
 
     def _forget(self, model_id: str) -> None:
         try:
@@ -358,44 +257,18 @@ class ModelRunnerApi:
             urls[name] = self.store.publish(buffer.getvalue())
         return urls
 
-    def _run_job(
-        self, job: InferJob, params: InferParams, arrays: dict[str, npt.NDArray[Any]]
-    ) -> None:
-        job.started_at = time.time()
+    def _run_job(self, params: InferParams, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
+        """An asynchronous request's result: the outputs, or ``{"error": ...}``."""
         try:
-            job.result = self._run(params, arrays)
+            return self._run(params, arrays)
         except ApiError as err:
-            job.result = {"error": err.message}
+            return {"error": err.message}
         except MODEL_ERRORS as err:
-            job.result = {"error": f"model {params.model_id!r} failed: {err}"}
-        job.completed_at = time.time()
-
-    def _prune(self) -> None:
-        """Forget finished jobs older than the upload lifetime (the caller holds the lock)."""
-        horizon = time.time() - (self.store.ttl_s if self.store else UPLOAD_TTL_S)
-        for request_id, job in list(self._jobs.items()):
-            if job.completed_at is not None and job.completed_at < horizon:
-                del self._jobs[request_id]
+            return {"error": f"model {params.model_id!r} failed: {err}"}
 
     def get_infer_status(self, params: StatusParams) -> dict[str, Any]:
         """Where an asynchronous request is: queue position, times and, when done, its result."""
-        with self._jobs_lock:
-            job = self._jobs.get(params.request_id)
-            if job is None:
-                raise ApiError(404, f"request_id: no request {params.request_id!r} (or it expired)")
-            waiting = sorted(
-                (j for j in self._jobs.values() if j.started_at is None),
-                key=lambda j: j.submitted_at,
-            )
-        position = next((i + 1 for i, j in enumerate(waiting) if j is job), 0)
-        return {
-            "request_id": job.request_id,
-            "submitted_at": job.submitted_at,
-            "started_at": job.started_at,
-            "completed_at": job.completed_at,
-            "queue_position": position,
-            "result": job.result,
-        }
+        return self._jobs.status(params.request_id)
 
     def test(self, params: TestParams) -> dict[str, Any]:
         """The bioimage.io test suite on a model: ``status`` (passed or failed), ``details``
@@ -409,7 +282,7 @@ class ModelRunnerApi:
             raise ApiError(
                 404, f"stage: a local collection keeps no staged version of {params.model_id!r}"
             )
-        missing = _missing_requirements(params.additional_requirements or [])
+        missing = missing_requirements(params.additional_requirements or [])
         if missing:
             raise ApiError(
                 400,
@@ -424,53 +297,8 @@ class ModelRunnerApi:
             raise ApiError(404, f"model_id: no model {params.model_id!r} here ({err})") from None
         except BackendError as err:
             raise ApiError(500, str(err)) from err
-        from bioimageio.core import test_model  # noqa: PLC0415  (heavy; only this method)
-
-        summary = test_model(source, weight_format=self.backend.weights_format)
-        report: dict[str, Any] = summary.model_dump(mode="json")
-        report.pop("source_name", None)  # a path on this server
-        failed = [d for d in summary.details if d.status == "failed"]
-        details = (
-            f"All {len(summary.details)} checks passed."
-            if not failed
-            else "; ".join(f"{d.name}: {' '.join(e.msg for e in d.errors)}" for d in failed)
-        )
-        return {"status": str(summary.status), "details": details, "report": report}
+        return run_test_suite(source, self.backend.weights_format)
 
     def validate(self, params: ValidateParams) -> dict[str, Any]:
         """Whether ``rdf_dict`` is a valid description, with the validation summary."""
-        from bioimageio.spec import ValidationContext, validate_format  # noqa: PLC0415
-
-        context = ValidationContext(
-            perform_io_checks=False, known_files=cast(Any, dict(params.known_files or {}))
-        )
-        try:
-            summary = validate_format(params.rdf_dict, context=context)
-        except MODEL_ERRORS as err:
-            return {"success": False, "details": f"cannot validate: {err}"}
-        return {
-            "success": summary.status in {"passed", "valid-format"},
-            "details": summary.format(),
-        }
-
-
-def _missing_requirements(requirements: list[str]) -> list[str]:
-    """The requirements this environment does not satisfy.
-
-    Raises:
-        ApiError: 400 for a requirement that is not a valid specifier.
-    """
-    missing = []
-    for text in requirements:
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement as err:
-            raise ApiError(400, f"additional_requirements: {text!r}: {err}") from None
-        try:
-            version = metadata.version(requirement.name)
-        except metadata.PackageNotFoundError:
-            missing.append(text)
-            continue
-        if not requirement.specifier.contains(version, prereleases=True):
-            missing.append(f"{text} (has {version})")
-    return missing
+        return validate_description(params.rdf_dict, params.known_files)

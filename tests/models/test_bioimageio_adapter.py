@@ -16,13 +16,11 @@ import pytest
 from models.bioimageio.adapter import (
     AdapterServer,
     BackendError,
-    Invocation,
     UnknownModelError,
     parse_server_timing,
-    read_tile,
-    run,
     server_timing,
 )
+from models.bioimageio.invocation import Invocation, read_tile, run
 from tiling.encode import encode_tile
 
 

@@ -9,13 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bioimageio.adapter import (
-    AdapterServer,
-    BackendError,
-    Invocation,
-    UnknownModelError,
-    run,
-)
+from models.bioimageio.adapter import AdapterServer, BackendError, UnknownModelError
+from models.bioimageio.invocation import Invocation, run
 from models.bioimageio.local import LocalBackend
 from models.bioimageio.samples import conv_reference, write_sample_package
 from tiling.encode import encode_tile
