@@ -279,20 +279,32 @@ class Finaliser:
             await self._jobs.mark_published(ref.job_id, ref.url, record.run)
 
     async def ended_for(
-        self, ref: ImageRef, record: ImageRecord | None, submission_id: str
+        self,
+        ref: ImageRef,
+        record: ImageRecord | None,
+        submission_id: str,
+        resent: bool = False,
     ) -> bool:
-        """Whether the image has ended for this request: if so, its status went out again."""
+        """Whether the image has ended for this request: if so, its status went out again.
+
+        A redelivery of the message that started the run gets the recorded status again (its
+        sender waits for one); a copy this service sent itself to look again later does not if
+        the status is already out (that would be a second terminal status).
+        """
         if record is None or record.final_status is None:
             return False
         if record.redelivered(submission_id):
             log.info(
-                "job %s image %s: request redelivered after run %d ended %s; status again",
+                "job %s image %s: request delivered again after run %d ended %s",
                 ref.job_id,
                 ref.url,
                 record.run,
                 record.final_status,
             )
-            await self.republish(ref, record)
+            if resent:
+                await self.publish_recorded(ref)
+            else:
+                await self.republish(ref, record)
             return True
         if submission_id:
             return False  # a new submission: opening the image starts its next run

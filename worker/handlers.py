@@ -69,8 +69,11 @@ class HandlingSettings:
 class ImageStarter(Protocol):
     """Starts images (:class:`worker.runner.Runner`)."""
 
-    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
-        """Plan the image, fan it out, run its first region."""
+    async def start_image(
+        self, ref: ImageRef, submission_id: str = "", resent: bool = False
+    ) -> None:
+        """Plan the image, fan it out, run its first region (``resent``: the message is a
+        copy this service sent to look again later)."""
         ...
 
 
@@ -222,6 +225,7 @@ class ImageHandler:
             return
         refs = images_of(request)
         submission = message.submission_id
+        resent = message.message_id != submission
 
         async def give_up(reason: str) -> None:
             for ref in refs:
@@ -239,7 +243,7 @@ class ImageHandler:
         async def start_all() -> None:
             for ref in refs:
                 try:
-                    await self._starter.start_image(ref, submission)
+                    await self._starter.start_image(ref, submission, resent)
                 except ImageFailedError as err:  # that image has ended FAILED
                     failures.append(str(err))
 

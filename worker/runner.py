@@ -87,9 +87,12 @@ class Runner:
 
     # ---- images ------------------------------------------------------------------------
 
-    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
+    async def start_image(
+        self, ref: ImageRef, submission_id: str = "", resent: bool = False
+    ) -> None:
         """Plan an image, fan its regions out and run region 1 (or, for a redelivered request
-        of an image that has ended, publish its recorded status again).
+        of an image that has ended, publish its recorded status again). ``resent``: the
+        message is a copy this service sent itself to look again later (not a redelivery).
 
         Raises:
             ImageFailedError: If the image cannot be processed (it has ended FAILED).
@@ -97,7 +100,7 @@ class Runner:
         """
         set_log_context(job_id=ref.job_id, image_id=ref.image_id)
         existing = await self._jobs.get(ref.job_id, ref.url)
-        if await self._finaliser.ended_for(ref, existing, submission_id):
+        if await self._finaliser.ended_for(ref, existing, submission_id, resent):
             return
         try:
             job = await self._pipeline.plan(ref)
@@ -108,7 +111,7 @@ class Runner:
         record = await self._jobs.open_image(
             ref.job_id, ref.url, self._run_plan(job, submission_id)
         )
-        if await self._finaliser.ended_for(ref, record, submission_id):
+        if await self._finaliser.ended_for(ref, record, submission_id, resent):
             return
         if record.created:
             await self._reporter.started(ref, job.tile_count, len(job.regions), record.run)

@@ -8,6 +8,7 @@ against the real emulator; these cover every step in milliseconds.
 """
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -152,3 +153,21 @@ def test_a_duplicate_image_message_joins_the_run() -> None:
     assert len(started) == 1
     assert_ended_once(shared, features=8)
     assert json.loads(last)["run"] == 1
+
+
+def test_an_image_message_looking_again_after_another_ended_it_adds_no_status() -> None:
+    # Region 2's worker records FAILED (deadline) and is publishing; the planner, ending its own
+    # region at the same moment, finds the lease held and sends its image message to look
+    # again. When that copy comes back the status is out: it must not go out twice.
+    shared, a, b = fleet()
+    (last,) = start(shared, a)
+    shared.jobs.crash_after = "finish"  # b dies holding the lease, outcome recorded
+    with pytest.raises(Crash):
+        asyncio.run(b.handle(message(last, "m-region-2"), is_region=True))
+    shared.advance(LEASE_S + 1)
+    asyncio.run(b.handle(message(last, "m-region-2", receive_count=2), is_region=True))
+    assert shared.terminal_statuses(JOB) == ["SUCCESS"]
+    copy = message(request_body(JOB), "m-image-copy")
+    asyncio.run(a.handle(dataclasses.replace(copy, submission_id="m-image")))
+    assert shared.terminal_statuses(JOB) == ["SUCCESS"]
+    assert "m-image-copy" in shared.queue.deleted

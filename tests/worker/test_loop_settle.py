@@ -28,7 +28,9 @@ class Busy:
     async def give_up_region(self, region: RegionRequest, ref: ImageRef, reason: str) -> None:
         raise AssertionError("a region being finalised elsewhere is not given up")
 
-    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
+    async def start_image(
+        self, ref: ImageRef, submission_id: str = "", resent: bool = False
+    ) -> None:
         raise FinalisingElsewhere(ref.job_id, ref.url, 300.0)
 
     async def fail(self, ref: ImageRef, reason: str, submission_id: str = "") -> None:

@@ -102,13 +102,18 @@ def test_redelivered_request_publishes_the_recorded_status_again_and_runs_nothin
     assert record.run == 1
 
 
-def test_a_message_sent_again_by_the_worker_is_the_same_submission() -> None:
+@pytest.mark.parametrize("published", [True, False])
+def test_a_message_sent_again_by_the_worker_is_the_same_submission(published: bool) -> None:
+    # A copy the worker sent itself to look again later: the same request (nothing runs), and
+    # the recorded status goes out only if it has not yet (never a second terminal status).
     harness = Harness()
-    harness.jobs.put(JOB, URL, ended("m-1", published=True))
+    harness.jobs.put(JOB, URL, ended("m-1", published=published))
     harness.handle(QueueMessage("m-7", "r-7", BODY, receive_count=1, submission_id="m-1"))
     assert harness.pipeline.planned == 0
-    assert [e.status for e in harness.statuses.events] == [Status.PARTIAL]
+    sent = [e.status for e in harness.statuses.events]
+    assert sent == ([] if published else [Status.PARTIAL])
     assert harness.queue.deleted == ["m-7"]
+    assert harness.jobs.records[f"{JOB}:{URL}"].published
 
 
 def test_new_submission_of_an_ended_job_runs_again_and_ends_with_its_own_status() -> None:
