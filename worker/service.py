@@ -36,6 +36,7 @@ from worker.ports import ModelEndpoint, Sink, StatusPublisher
 from worker.reporter import Reporter, Reporting
 from worker.runner import Runner, RunningSettings
 from worker.settings import Settings
+from worker.sweeper import Sweeper
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
@@ -113,14 +114,19 @@ class Sinks:
     """Sink factory over shared clients; outputs with a role get clients under that role."""
 
     def __init__(
-        self, s3: S3Client, kinesis: KinesisClient, roles: RoleClients, s3_acl: str = ""
+        self,
+        clients: tuple[S3Client, KinesisClient],
+        roles: RoleClients,
+        s3_acl: str = "",
+        kinesis_request_records: int = 500,
     ) -> None:
-        """Share ``s3`` and ``kinesis`` between requests; assume roles through ``roles``;
-        write S3 objects with the canned ACL ``s3_acl`` ("" for none)."""
-        self._s3 = s3
-        self._kinesis = kinesis
+        """Share the S3 and Kinesis ``clients`` between requests; assume roles through
+        ``roles``; write S3 objects with the canned ACL ``s3_acl`` ("" for none) and at most
+        ``kinesis_request_records`` records per PutRecords call."""
+        self._s3, self._kinesis = clients
         self._roles = roles
         self._s3_acl = s3_acl
+        self._request_records = kinesis_request_records
 
     async def for_request(self, request: ImageRequest) -> list[Sink]:
         """The request's outputs (legacy outputBucket/outputPrefix included)."""
@@ -130,7 +136,9 @@ class Sinks:
                 kinesis = self._kinesis
                 if output.assumed_role:
                     kinesis = await self._roles.client("kinesis", output.assumed_role)
-                sinks.append(KinesisSink(kinesis, output.stream, output.batch_size))
+                sinks.append(
+                    KinesisSink(kinesis, output.stream, output.batch_size, self._request_records)
+                )
             else:
                 s3 = self._s3
                 if output.role:
@@ -155,6 +163,7 @@ def loop_settings(settings: Settings) -> LoopSettings:
         visibility_timeout_s=settings.visibility_timeout_s,
         grace_period_s=settings.grace_period_s,
         health_file=settings.health_file,
+        sweep_interval_s=settings.sweep_interval_s,
     )
 
 
@@ -264,13 +273,22 @@ async def _wire(
     pipeline = ImagePipeline(
         settings,
         Endpoints(settings, clients.http, clients.sagemaker, clients.roles, descriptions),
-        Sinks(clients.s3, clients.kinesis, clients.roles, settings.s3_output_acl),
+        Sinks(
+            (clients.s3, clients.kinesis),
+            clients.roles,
+            settings.s3_output_acl,
+            settings.kinesis_request_records,
+        ),
         executor,
         clients.roles,
     )
     metrics = MetricsWriter() if settings.metrics else None
     jobs = DynamoJobStore(
-        clients.dynamodb, settings.job_table, settings.job_record_ttl_days, settings.endpoint_index
+        clients.dynamodb,
+        settings.job_table,
+        settings.job_record_ttl_days,
+        settings.endpoint_index,
+        settings.unfinished_index,
     )
     staging = S3Staging(clients.s3, settings.staging_bucket, settings.staging_prefix, executor)
     region_status = _publisher(clients, settings.region_status_topic_arn)
@@ -290,7 +308,8 @@ async def _wire(
         region_queue,
         RegionHandler(settler, runner),
     )
-    return Worker(loop_settings(settings), queues, stop, metrics)
+    sweeper = Sweeper(jobs, finaliser, settings.request_limits)
+    return Worker(loop_settings(settings), queues, stop, metrics, sweeper.sweep)
 
 
 def main() -> None:
