@@ -22,6 +22,7 @@ from tiling.image import ImageInfo
 from worker.contract.messages import RequestLimits, parse_image_request
 from worker.contract.records import ImageOutcome
 from worker.errors import SinkError
+from worker.fanout import ImageStartHandler, RegionQueueHandler
 from worker.finaliser import Finaliser, FinalisingSettings
 from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler, Work
 from worker.images import ImageRef
@@ -208,8 +209,12 @@ class Node:
             shared.jobs, self.finaliser, RequestLimits(), clock=lambda: shared.now[0]
         )
         settler = Settler(HANDLING, shared.statuses)
-        self.images = ImageHandler(settler, (self.runner, self.finaliser), shared.statuses)
-        self.regions = RegionHandler(settler, self.runner)
+        images = (self.runner, self.finaliser)
+        self.images = ImageHandler(settler, images, shared.statuses, fan_out=shared.queue)
+        self.regions = RegionQueueHandler(
+            RegionHandler(settler, self.runner),
+            ImageStartHandler(settler, images, shared.queue),
+        )
 
     async def handle(self, message: QueueMessage, is_region: bool = False) -> None:
         """Handle one message as the loop would."""
@@ -230,6 +235,11 @@ def ref_of(body: str) -> ImageRef:
 def region_bodies(shared: Shared) -> list[str]:
     """The region messages sent so far, in order."""
     return [body for body, _, _ in shared.queue.sent if '"regionId"' in body]
+
+
+def image_start_bodies(shared: Shared) -> list[str]:
+    """The image start messages sent so far, in order."""
+    return [body for body, _, _ in shared.queue.sent if '"kind":"imageStart"' in body]
 
 
 def detection_count(shared: Shared, output_name: str, sink: int = 0) -> int:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from worker.capacity import CapacityGate
+from worker.contract.fanout import ImageStart
 from worker.contract.messages import (
     RegionRequest,
     RequestLimits,
@@ -39,7 +40,7 @@ from worker.errors import FinalisingElsewhere, InvalidRequestError, PermanentErr
 from worker.images import ImageRef, images_of
 from worker.metrics import MetricsWriter, capacity_wait_values
 from worker.policy import check_endpoint, check_image_urls
-from worker.ports import MessageQueue, QueueMessage, StatusPublisher
+from worker.ports import MessageQueue, MessageSender, QueueMessage, StatusPublisher
 from worker.runner import ImageFailedError
 
 log = logging.getLogger(__name__)
@@ -192,14 +193,18 @@ class ImageHandler:
         status: StatusPublisher,
         capacity: CapacityGate | None = None,
         metrics: MetricsWriter | None = None,
+        fan_out: MessageSender | None = None,
     ) -> None:
         """Start images with ``images[0]``, fail them with ``images[1]``; hold jobs back when
-        ``capacity`` says so."""
+        ``capacity`` says so. With ``fan_out`` (the region queue), the images of a request
+        after the first go to the fleet as :class:`~worker.contract.fanout.ImageStart`
+        messages."""
         self._settler = settler
         self._starter, self._ender = images
         self._status = status
         self._capacity = capacity
         self._metrics = metrics
+        self._fan_out = fan_out
 
     async def handle(self, work: Work) -> None:
         """Process one image request and settle its message."""
@@ -213,10 +218,12 @@ class ImageHandler:
             return
         refs = images_of(request)
         submission = message.submission_id
+        handed_out: set[int] = set()
 
         async def give_up(reason: str) -> None:
             for ref in refs:
-                await self._ender.fail(ref, reason, submission)
+                if ref.index not in handed_out:  # those are settled by their own messages
+                    await self._ender.fail(ref, reason, submission)
             await work.queue.dead_letter(message, reason)
 
         if (abandoned := self._settler.abandoned(message)) is not None:
@@ -228,17 +235,32 @@ class ImageHandler:
         failures: list[str] = []
 
         async def start_all() -> None:
-            for ref in refs:
-                try:
-                    await self._starter.start_image(ref, submission)
-                except ImageFailedError as err:  # that image has ended FAILED
-                    failures.append(str(err))
+            failures.extend(await self._start_all(refs, submission, handed_out))
 
         if await self._settler.route(work, request.job_id, start_all, give_up):
             if failures:
                 await work.queue.dead_letter(message, "; ".join(failures))
             else:
                 await work.queue.delete(message)
+
+    async def _start_all(
+        self, refs: list[ImageRef], submission: str, handed_out: set[int]
+    ) -> list[str]:
+        """Start every image (the first here, the others through the fan-out queue if there
+        is one); return why images that ended FAILED did."""
+        here = refs
+        if self._fan_out is not None:
+            for ref in refs[1:]:
+                await self._fan_out.send(image_start(ref, submission))
+                handed_out.add(ref.index)
+            here = refs[:1]
+        failures = []
+        for ref in here:
+            try:
+                await self._starter.start_image(ref, submission)
+            except ImageFailedError as err:  # that image has ended FAILED
+                failures.append(str(err))
+        return failures
 
     async def _admitted(self, work: Work, ref: ImageRef) -> bool:
         """Whether the job may start now; if not, it goes back to wait for endpoint capacity.
@@ -271,6 +293,16 @@ class ImageHandler:
             self._metrics.write({"Model": endpoint}, capacity_wait_values())
         await self._settler.send_again(work, delay_s)
         return False
+
+
+def image_start(ref: ImageRef, submission_id: str) -> str:
+    """The message that hands image ``ref`` of a request (``submission_id``) to the fleet."""
+    return ImageStart(
+        job_id=ref.job_id,
+        image_index=ref.index,
+        submission_id=submission_id,
+        image_request=ref.request.original_body,
+    ).body()
 
 
 class RegionHandler:

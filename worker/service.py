@@ -26,6 +26,7 @@ from worker.adapters.sqs import SqsQueue
 from worker.adapters.variants import EndpointDescriptions, choose_variant
 from worker.capacity import CapacityGate
 from worker.contract.messages import ImageRequest, KinesisOutput, ProcessorType
+from worker.fanout import ImageStartHandler, RegionQueueHandler
 from worker.finaliser import Finaliser, FinalisingSettings
 from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler
 from worker.limiter import AimdLimiter
@@ -302,11 +303,12 @@ async def _wire(
     )
     capacity = CapacityGate(settings, descriptions, jobs) if settings.capacity_throttling else None
     settler = Settler(handling_settings(settings), status)
+    starts = ImageStartHandler(settler, (runner, finaliser), image_queue)
     queues = Queues(
         image_queue,
-        ImageHandler(settler, (runner, finaliser), status, capacity, metrics),
+        ImageHandler(settler, (runner, finaliser), status, capacity, metrics, region_queue),
         region_queue,
-        RegionHandler(settler, runner),
+        RegionQueueHandler(RegionHandler(settler, runner), starts),
     )
     sweeper = Sweeper(jobs, finaliser, settings.request_limits)
     return Worker(loop_settings(settings), queues, stop, metrics, sweeper.sweep)

@@ -557,3 +557,34 @@ def test_a_finaliser_killed_in_the_middle_of_the_kinesis_writes_repeats_one_call
     figures = f"{len(features)} features, {len(ids)} on the stream, {duplicated} twice"
     assert set(ids) == set(features), figures
     assert 0 < duplicated <= REQUEST_RECORDS, figures  # the unacknowledged call, no more
+
+
+def test_a_request_of_twenty_images_spreads_over_three_workers(
+    fleet_stack: Stack, fleet: Fleet, tmp_path: Path
+) -> None:
+    names = [fleet.start() for _ in range(3)]
+    pixels = np.random.default_rng(11).integers(0, 255, (1, 400, 400), dtype=np.uint8)
+    urls = [
+        fleet_stack.upload(write_geotiff(tmp_path / f"many-{i}.tif", pixels, TRANSFORM, UTM))
+        for i in range(20)
+    ]
+    request = fleet_stack.request(
+        urls[0],
+        imageUrls=urls,
+        imageProcessorTileSize=256,
+        imageProcessorTileOverlap=32,
+        imageProcessorParameters={"CustomAttributes": "sleep_ms=200"},
+    )
+    job_id = request["jobId"]
+    fleet_stack.submit(json.dumps(request))
+    fleet_stack.statuses.wait_terminal(job_id, count=20, timeout_s=120)
+    assert terminal(settle(fleet_stack, job_id)) == ["SUCCESS"] * 20
+    planned = {
+        name: len(re.findall(rf"job {job_id} image \S+: 400x400 px", fleet.log(name)))
+        for name in names
+    }
+    assert sum(planned.values()) == 20, planned
+    assert all(planned.values()), f"every worker started images: {planned}"
+    for index in range(20):  # outputs named as before
+        features = fleet_stack.result(f"{job_id}_{index}")["features"]
+        assert len(features) == 4
