@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.errors import RetryableError
+from worker.errors import RetryableError, WorkerError
 from worker.handlers import Work
 from worker.health import touch
 from worker.metrics import MetricsWriter, queue_wait_values, set_log_context
@@ -158,10 +158,12 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _release(self, work: Work) -> None:
+        """Make the message visible again at once (best effort: if it cannot be, it comes
+        back after its visibility timeout, and stopping goes on)."""
         try:
             await work.queue.set_visibility(work.message, 0)
             log.info("released message %s for another worker", work.message.message_id)
-        except RetryableError as err:
+        except WorkerError as err:  # retryable or not (a receipt that expired meanwhile)
             log.warning("could not release message %s: %s", work.message.message_id, err)
 
     async def handle(self, work: Work) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -37,6 +36,7 @@ from worker.ports import ModelEndpoint, Sink, StatusPublisher
 from worker.reporter import Reporter, Reporting
 from worker.runner import Runner, RunningSettings
 from worker.settings import Settings
+from worker.signals import STOP_SIGNALS, EarlyStop
 from worker.sweeper import Sweeper
 
 if TYPE_CHECKING:
@@ -248,12 +248,16 @@ async def _queue(clients: _Clients, name: str, dlq: str) -> SqsQueue:
     )
 
 
-async def serve(settings: Settings) -> None:
-    """Run the worker until SIGTERM or SIGINT; then finish or release the work in hand."""
+async def serve(settings: Settings, early_stop: EarlyStop | None = None) -> None:
+    """Run the worker until SIGTERM or SIGINT (or at once if ``early_stop`` noted one before
+    the loop listened); then finish or release the work in hand."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    if early_stop is not None and early_stop.requested:
+        log.info("stopped while starting: no work taken, exiting")
+        return
     async with AsyncExitStack() as stack:
         clients = await _open_clients(stack, settings)
         executor = stack.enter_context(
@@ -314,8 +318,10 @@ async def _wire(
     return Worker(loop_settings(settings), queues, stop, metrics, sweeper.sweep)
 
 
-def main() -> None:
-    """Entry point of ``python -m worker``."""
+def main(early_stop: EarlyStop | None = None) -> None:
+    """Entry point of ``python -m worker``; ``early_stop`` noted the stop signals so far."""
+    early_stop = early_stop or EarlyStop()
+    early_stop.install()
     settings = Settings()
     handler = logging.StreamHandler()
     if settings.log_format == "json":
@@ -332,4 +338,7 @@ def main() -> None:
     os.environ.setdefault("GDAL_HTTP_CONNECTTIMEOUT", str(min(10, int(timeout))))
     os.environ.setdefault("GDAL_HTTP_MAX_RETRY", "3")
     os.environ.setdefault("GDAL_HTTP_RETRY_DELAY", "1")
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, early_stop))
+    # The closed loop gave the signals back to their default action (death by SIGTERM): a
+    # second stop while the process exits must not change its exit status.
+    early_stop.install()
