@@ -26,17 +26,23 @@ from worker.adapters.variants import EndpointDescriptions, choose_variant
 from worker.capacity import CapacityGate
 from worker.contract.messages import ImageRequest, KinesisOutput, ProcessorType
 from worker.fanout import ImageStartHandler, RegionQueueHandler
-from worker.finaliser import Finaliser, FinalisingSettings
-from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler
+from worker.finaliser import Finaliser
+from worker.handlers import ImageHandler, RegionHandler, Settler
 from worker.limiter import AimdLimiter
-from worker.loop import LoopSettings, Queues, Worker
+from worker.loop import Queues, Worker
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
 from worker.ports import ModelEndpoint, Sink, StatusPublisher
 from worker.reporter import Reporter, Reporting
-from worker.runner import Runner, RunningSettings
+from worker.runner import Runner
 from worker.settings import Settings
 from worker.signals import STOP_SIGNALS, EarlyStop
+from worker.slices import (
+    finalising_settings,
+    handling_settings,
+    loop_settings,
+    running_settings,
+)
 from worker.sweeper import Sweeper
 
 if TYPE_CHECKING:
@@ -155,50 +161,6 @@ async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
     return reply["QueueUrl"]
 
 
-def loop_settings(settings: Settings) -> LoopSettings:
-    """The loop's slice of the settings."""
-    return LoopSettings(
-        max_in_flight=settings.max_in_flight,
-        poll_wait_s=settings.poll_wait_s,
-        region_poll_wait_s=settings.region_poll_wait_s,
-        visibility_timeout_s=settings.visibility_timeout_s,
-        grace_period_s=settings.grace_period_s,
-        health_file=settings.health_file,
-        sweep_interval_s=settings.sweep_interval_s,
-    )
-
-
-def handling_settings(settings: Settings) -> HandlingSettings:
-    """The message handlers' slice of the settings."""
-    return HandlingSettings(
-        request_limits=settings.request_limits,
-        image_schemes=settings.allowed_image_schemes,
-        endpoint_hosts=settings.allowed_endpoint_hosts,
-        max_receives=settings.max_receives,
-        max_attempts=settings.max_attempts,
-        retry_delay_s=settings.retry_delay_s,
-        capacity_retry_s=settings.capacity_retry_s,
-    )
-
-
-def running_settings(settings: Settings) -> RunningSettings:
-    """The region runner's slice of the settings."""
-    return RunningSettings(
-        job_deadline_s=settings.job_deadline_s,
-        endpoint_concurrency=settings.endpoint_concurrency,
-        progress_interval_s=settings.progress_interval_s,
-    )
-
-
-def finalising_settings(settings: Settings, worker_id: str) -> FinalisingSettings:
-    """The finaliser's slice of the settings; leases last one visibility timeout."""
-    return FinalisingSettings(
-        lease_s=settings.visibility_timeout_s,
-        job_deadline_s=settings.job_deadline_s,
-        worker_id=worker_id,
-    )
-
-
 @dataclass(frozen=True)
 class _Clients:
     sqs: SQSClient
@@ -256,15 +218,29 @@ async def serve(settings: Settings, early_stop: EarlyStop | None = None) -> None
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     if early_stop is not None and early_stop.requested:
-        log.info("stopped while starting: no work taken, exiting")
-        return
+        stop.set()
     async with AsyncExitStack() as stack:
-        clients = await _open_clients(stack, settings)
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles")
         )
-        worker = await _wire(settings, clients, executor, stop)
-        await worker.run()
+        starting = asyncio.create_task(_start(stack, settings, executor, stop))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():  # stopped while connecting: nothing was taken yet
+            starting.cancel()
+            await asyncio.wait({starting})
+            log.info("stopped while starting: no work taken, exiting")
+            return
+        await starting.result().run()
+
+
+async def _start(
+    stack: AsyncExitStack, settings: Settings, executor: Executor, stop: asyncio.Event
+) -> Worker:
+    """Open the clients (closed with ``stack``) and wire the worker."""
+    clients = await _open_clients(stack, settings)
+    return await _wire(settings, clients, executor, stop)
 
 
 async def _wire(
