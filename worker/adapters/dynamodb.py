@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from worker.adapters.aws_errors import aws_errors
 from worker.contract.records import (
+    PROGRESS_PREFIX,
     ImageOutcome,
     ImageRecord,
     RunPlan,
@@ -141,7 +142,6 @@ class DynamoJobStore:
             "deadline": _n(round(now + plan.deadline_s, 3)),
             "expire_time": _n(int(now + self._ttl_s)),
             "unfinished": _s(UNFINISHED),
-            "output_progress": {"M": {}},
         }
         if plan.submission_id:
             item["submission_id"] = _s(plan.submission_id)
@@ -313,12 +313,9 @@ class DynamoJobStore:
         updated = await self._update(
             job_id,
             image_url,
-            UpdateExpression="SET output_progress.#o = :n",
-            ConditionExpression=(
-                "attribute_exists(output_progress) AND lease_owner = :me"
-                " AND attribute_not_exists(final_status)"
-            ),
-            ExpressionAttributeNames={"#o": output},
+            UpdateExpression="SET #o = :n",
+            ConditionExpression="lease_owner = :me AND attribute_not_exists(final_status)",
+            ExpressionAttributeNames={"#o": f"{PROGRESS_PREFIX}{output}"},
             ExpressionAttributeValues={":n": _n(count), ":me": _s(owner)},
         )
         return updated is not None

@@ -15,8 +15,9 @@ Item fields (DynamoDB attribute types in brackets):
 * ``unfinished`` [S]: ``"1"`` from the start of a run until its terminal status is published
   and its staged regions are deleted; with ``lease_until`` it keys the sparse
   ``unfinished-index`` the sweep reads (only claimed, unfinished images are in it).
-* ``output_progress`` [M of N]: per output (``kinesis:<stream>``) the count of features, in
-  output order, that the stream has acknowledged; a resumed finaliser skips them.
+* ``progress_<output>`` [N] (``progress_kinesis:<stream>``): the count of features, in output
+  order, that the stream has acknowledged; a resumed finaliser skips them. One attribute per
+  output, so records of any age take it without a map to create first.
 * ``final_status`` [S], ``published`` [BOOL], ``reason`` [S], ``feature_count`` [N],
   ``outputs`` [L of S].
 * ``processing_duration`` [N, seconds, 3 decimals] and ``processing_duration_ms`` [N, integer].
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
 MAX_RECORDED_FAILED_TILES = 100
+PROGRESS_PREFIX = "progress_"
 MS_PER_S = 1000
 
 
@@ -246,7 +248,8 @@ def record_of(item: dict[str, Any], created: bool = False) -> ImageRecord:
         request_body=item.get("request", {}).get("S", ""),
         image_index=int(item.get("image_index", {}).get("N", "0")),
         output_progress={
-            key: int(value["N"])
-            for key, value in item.get("output_progress", {}).get("M", {}).items()
+            key.removeprefix(PROGRESS_PREFIX): int(value["N"])
+            for key, value in item.items()
+            if key.startswith(PROGRESS_PREFIX)
         },
     )
