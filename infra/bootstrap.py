@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 DEFAULT_REDRIVE_COUNT = 5
 JOB_INDEX = Settings.model_fields["job_index"].default
 ENDPOINT_INDEX = Settings.model_fields["endpoint_index"].default
+UNFINISHED_INDEX = Settings.model_fields["unfinished_index"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,8 @@ def provision(
                 {"AttributeName": "image_id", "AttributeType": "S"},
                 {"AttributeName": "job_id", "AttributeType": "S"},
                 {"AttributeName": "active_endpoint", "AttributeType": "S"},
+                {"AttributeName": "unfinished", "AttributeType": "S"},
+                {"AttributeName": "lease_until", "AttributeType": "N"},
             ],
             KeySchema=[{"AttributeName": "image_id", "KeyType": "HASH"}],
             GlobalSecondaryIndexes=[
@@ -142,6 +145,17 @@ def provision(
                     "Projection": {
                         "ProjectionType": "INCLUDE",
                         "NonKeyAttributes": ["endpoint_load", "job_id", "deadline"],
+                    },
+                },
+                {  # sparse: only claimed images not yet published and cleaned up (the sweep)
+                    "IndexName": UNFINISHED_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "unfinished", "KeyType": "HASH"},
+                        {"AttributeName": "lease_until", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {
+                        "ProjectionType": "INCLUDE",
+                        "NonKeyAttributes": ["job_id", "image_url"],
                     },
                 },
             ],

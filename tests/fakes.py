@@ -7,6 +7,7 @@ against the real emulator in ``tests/worker/test_jobstore.py``); the others reco
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 
@@ -29,7 +30,10 @@ class MemoryJobStore:
         self.leases: dict[str, tuple[str, float]] = {}
         self.clock = clock
         self.finished = 0  # outcomes recorded
-        self.crash_after: str | None = None  # "finish" or "mark_published": die after it, once
+        # "finish", "mark_published" or "advance_output": die after it, once
+        self.crash_after: str | None = None
+        self.unfinished: set[str] = set()  # the keys in the sparse unfinished-index
+        self.names: dict[str, tuple[str, str]] = {}
 
     def _maybe_crash(self, step: str) -> None:
         if self.crash_after == step:
@@ -40,8 +44,9 @@ class MemoryJobStore:
         """Set a record as a test needs it."""
         self.records[f"{job_id}:{image_url}"] = record
 
-    def _fresh(self, plan: RunPlan, run: int) -> ImageRecord:
+    def _fresh(self, key: str, plan: RunPlan, run: int) -> ImageRecord:
         now = time.time()
+        self.unfinished.add(key)
         return ImageRecord(
             region_count=plan.region_count,
             tile_count=plan.tile_count,
@@ -49,13 +54,16 @@ class MemoryJobStore:
             deadline=now + plan.deadline_s,
             run=run,
             submission_id=plan.submission_id,
+            request_body=plan.request_body,
+            image_index=plan.image_index,
         )
 
     async def open_image(self, job_id: str, image_url: str, plan: RunPlan) -> ImageRecord:
         key = f"{job_id}:{image_url}"
+        self.names[key] = (job_id, image_url)
         existing = self.records.get(key)
         if existing is None:
-            self.records[key] = self._fresh(plan, 1)
+            self.records[key] = self._fresh(key, plan, 1)
             return dataclasses.replace(self.records[key], created=True)
         if (
             existing.final_status is None
@@ -63,7 +71,7 @@ class MemoryJobStore:
             or existing.redelivered(plan.submission_id)
         ):
             return existing
-        self.records[key] = self._fresh(plan, existing.run + 1)
+        self.records[key] = self._fresh(key, plan, existing.run + 1)
         self.leases.pop(key, None)
         return dataclasses.replace(self.records[key], created=True)
 
@@ -105,6 +113,58 @@ class MemoryJobStore:
         if self.records[key].run == run:
             self.records[key] = dataclasses.replace(self.records[key], published=True)
         self._maybe_crash("mark_published")
+
+    async def mark_cleaned(self, job_id: str, image_url: str, run: int) -> None:
+        key = f"{job_id}:{image_url}"
+        if self.records[key].run == run:
+            self.unfinished.discard(key)
+
+    async def advance_output(
+        self, job_id: str, image_url: str, owner: str, output: str, count: int
+    ) -> bool:
+        key = f"{job_id}:{image_url}"
+        record = self.records[key]
+        if record.final_status is not None or self.leases.get(key, ("", 0.0))[0] != owner:
+            return False
+        progress = {**record.output_progress, output: count}
+        self.records[key] = dataclasses.replace(record, output_progress=progress)
+        self._maybe_crash("advance_output")
+        return True
+
+    async def stalled(self, now: float) -> list[tuple[str, str]]:
+        return [
+            self.names[key]
+            for key in sorted(self.unfinished)
+            if key in self.leases and self.leases[key][1] < now
+        ]
+
+
+class FakeKinesis:
+    """The two Kinesis calls a KinesisSink makes, keeping every record put (duplicates too);
+    ``crash_after_puts`` kills the worker just after that many more PutRecords calls reached
+    the stream, before it hears back."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.calls = 0
+        self.crash_after_puts: int | None = None
+
+    async def list_shards(self, **_: object) -> dict[str, object]:
+        return {"Shards": [{"HashKeyRange": {"StartingHashKey": "0"}}]}
+
+    async def put_records(self, Records: list[dict[str, object]], **_: object) -> object:
+        self.records += [record["Data"] for record in Records]  # type: ignore[misc]
+        self.calls += 1
+        if self.crash_after_puts is not None:
+            self.crash_after_puts -= 1
+            if self.crash_after_puts == 0:
+                self.crash_after_puts = None
+                raise Crash("put_records")
+        return {"FailedRecordCount": 0, "Records": [{} for _ in Records]}
+
+    def feature_ids(self) -> list[str]:
+        """The ids of every feature on the stream, in order, duplicates included."""
+        return [feature["id"] for data in self.records for feature in json.loads(data)["features"]]
 
 
 class MemoryStaging:

@@ -21,17 +21,21 @@ from tests.fakes import Crash, MemoryJobStore, MemoryStaging, RecordingPublisher
 from tiling.image import ImageInfo
 from worker.contract.parsing import RequestLimits, parse_image_request
 from worker.contract.records import ImageOutcome
+from worker.errors import SinkError
+from worker.fanout import ImageStartHandler, RegionQueueHandler
 from worker.finaliser import Finaliser, FinalisingSettings
-from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler, Work
+from worker.handlers import ImageHandler, RegionHandler
 from worker.images import ImageRef
 from worker.output import FinalSource, finalise_image
 from worker.pipeline import ImageJob, TileProgress
 from worker.plan import plan_image
-from worker.ports import QueueMessage, SinkWriter
+from worker.ports import OutputProgress, QueueMessage, Sink, SinkWriter
 from worker.regions import Region, split_regions
 from worker.reporter import Reporter, Reporting
 from worker.runner import Runner, RunningSettings
+from worker.settling import HandlingSettings, Settler, Work
 from worker.staging import StagedRegion
+from worker.sweeper import Sweeper
 
 LEASE_S = 300.0
 HANDLING = HandlingSettings(
@@ -66,13 +70,16 @@ def request_body(job_id: str = "job-1", url: str = "s3://images/a.tif", **extra:
 @dataclass
 class MemorySink:
     """An output that keeps what it is given; ``crash`` (``"open"``, ``"write"``, ``"close"``)
-    kills the worker at that step."""
+    kills the worker at that step; ``failing`` makes every close fail (a wrong bucket)."""
 
     name: str
     crash: str = ""
+    failing: bool = False
     written: dict[str, list[str]] = field(default_factory=dict)  # output name -> features
 
-    async def open(self, job_id: str, output_name: str) -> SinkWriter:
+    async def open(
+        self, job_id: str, output_name: str, progress: OutputProgress | None = None
+    ) -> SinkWriter:
         if self.crash == "open":
             raise Crash(f"{self.name}: open")
         return _MemoryWriter(self, output_name)
@@ -92,6 +99,8 @@ class _MemoryWriter:
     async def close(self) -> str:
         if self.sink.crash == "close":
             raise Crash(f"{self.sink.name}: close")
+        if self.sink.failing:
+            raise SinkError(f"{self.sink.name}: no such bucket")
         self.sink.written[self.output_name] = self.features
         return f"memory://{self.sink.name}/{self.output_name}"
 
@@ -111,6 +120,7 @@ class FakeImages:
         self.finalised = 0
         self.planned = 0
         self.plan_error: Exception | None = None  # raised by plan when set
+        self.streams: list[Sink] = []  # outputs after the memory sinks (Kinesis on a fake)
         self._executor: Executor = ThreadPoolExecutor(1)
 
     async def plan(self, ref: ImageRef, region_px: int | None = None) -> ImageJob:
@@ -138,12 +148,16 @@ class FakeImages:
         return StagedRegion(DetectionTable.from_detections(detections), len(region.tiles))
 
     async def finalise(
-        self, job: ImageJob, staged: list[StagedRegion], started: float
+        self,
+        job: ImageJob,
+        staged: list[StagedRegion],
+        started: float,
+        progress: OutputProgress | None = None,
     ) -> ImageOutcome:
         self.finalised += 1
         source = FinalSource(job.ref, job.info, job.plan.layout)
-        sinks = list(self.sinks)
-        return await finalise_image(source, staged, started, sinks, self._executor)  # type: ignore[arg-type]
+        sinks: list[Sink] = [*self.sinks, *self.streams]
+        return await finalise_image(source, staged, started, sinks, self._executor, progress)
 
 
 @dataclass
@@ -192,9 +206,16 @@ class Node:
             reporter,
             self.finaliser,
         )
+        self.sweeper = Sweeper(
+            shared.jobs, self.finaliser, RequestLimits(), clock=lambda: shared.now[0]
+        )
         settler = Settler(HANDLING, shared.statuses)
-        self.images = ImageHandler(settler, (self.runner, self.finaliser), shared.statuses)
-        self.regions = RegionHandler(settler, self.runner)
+        images = (self.runner, self.finaliser)
+        self.images = ImageHandler(settler, images, shared.statuses, fan_out=shared.queue)
+        self.regions = RegionQueueHandler(
+            RegionHandler(settler, self.runner),
+            ImageStartHandler(settler, images, shared.queue),
+        )
 
     async def handle(self, message: QueueMessage, is_region: bool = False) -> None:
         """Handle one message as the loop would."""
@@ -215,6 +236,11 @@ def ref_of(body: str) -> ImageRef:
 def region_bodies(shared: Shared) -> list[str]:
     """The region messages sent so far, in order."""
     return [body for body, _, _ in shared.queue.sent if '"regionId"' in body]
+
+
+def image_start_bodies(shared: Shared) -> list[str]:
+    """The image start messages sent so far, in order."""
+    return [body for body, _, _ in shared.queue.sent if '"kind":"imageStart"' in body]
 
 
 def detection_count(shared: Shared, output_name: str, sink: int = 0) -> int:

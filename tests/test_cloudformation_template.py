@@ -193,6 +193,7 @@ def test_job_table_has_the_worker_key_index_and_ttl() -> None:
     assert set(indexes) == {
         Settings.model_fields["job_index"].default,
         Settings.model_fields["endpoint_index"].default,
+        Settings.model_fields["unfinished_index"].default,
     }
     jobs = indexes["job_id-index"]
     assert jobs["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
@@ -201,6 +202,13 @@ def test_job_table_has_the_worker_key_index_and_ttl() -> None:
     assert active["KeySchema"] == [{"AttributeName": "active_endpoint", "KeyType": "HASH"}]
     # What the capacity check reads from the sparse index (jobstore.active_load).
     assert set(active["Projection"]["NonKeyAttributes"]) >= {"endpoint_load", "job_id", "deadline"}
+    # What the sweep reads (jobstore.stalled): claimed images, by lease expiry.
+    unfinished = indexes["unfinished-index"]
+    assert unfinished["KeySchema"] == [
+        {"AttributeName": "unfinished", "KeyType": "HASH"},
+        {"AttributeName": "lease_until", "KeyType": "RANGE"},
+    ]
+    assert set(unfinished["Projection"]["NonKeyAttributes"]) >= {"job_id", "image_url"}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expire_time", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
 

@@ -25,9 +25,10 @@ from worker.contract.status import Status
 from worker.errors import FinalisingElsewhere, PermanentError
 from worker.images import ImageRef
 from worker.pipeline import ImageJob
-from worker.ports import DeadLetters, JobStore, Staging
+from worker.ports import DeadLetters, JobStore, OutputProgress, Staging
+from worker.progress import RecordedProgress
 from worker.reporter import Reporter
-from worker.reports import describe_outcome
+from worker.reports import deadline_reason, describe_outcome, failed_outcome
 from worker.staging import StagedRegion
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,11 @@ class FinalisingPipeline(Protocol):
         ...
 
     async def finalise(
-        self, job: ImageJob, staged: list[StagedRegion], started: float
+        self,
+        job: ImageJob,
+        staged: list[StagedRegion],
+        started: float,
+        progress: OutputProgress | None = None,
     ) -> ImageOutcome:
         """Remove duplicates over all regions and write the outputs."""
         ...
@@ -74,17 +79,6 @@ async def record_of(jobs: JobStore, ref: ImageRef) -> ImageRecord:
             f"job {ref.job_id} image {ref.index} has no record: it expired or was never planned"
         )
     return record
-
-
-def failed_outcome(record: ImageRecord, reason: str) -> ImageOutcome:
-    """FAILED before any output: every planned tile counts as failed."""
-    return ImageOutcome(
-        Status.FAILED,
-        tile_count=record.tile_count,
-        failed_tiles=record.tile_count,
-        duration_s=time.time() - record.start_time,
-        reason=reason,
-    )
 
 
 class Finaliser:
@@ -188,11 +182,14 @@ class Finaliser:
                     await self._staging.get(ref.job_id, ref.index, region_id, record.run)
                     for region_id in range(1, record.region_count + 1)
                 ]
-            return await self._pipeline.finalise(job, staged, record.start_time), job.info.driver
+            lease = (self._settings.worker_id, self._settings.lease_s)
+            progress = RecordedProgress(self._jobs, ref, lease, record.output_progress)
+            outcome = await self._pipeline.finalise(job, staged, record.start_time, progress)
         except PermanentError as err:
             log.warning("job %s image %d failed: %s", ref.job_id, ref.index, err)
             driver = job.info.driver if job is not None else "unknown"
             return failed_outcome(record, str(err)), driver
+        return outcome, job.info.driver
 
     @contextlib.asynccontextmanager
     async def _lease(self, ref: ImageRef) -> AsyncIterator[None]:
@@ -211,11 +208,34 @@ class Finaliser:
         finally:
             renewer.cancel()
 
+    async def recover(self, ref: ImageRef, record: ImageRecord) -> None:
+        """Finish an image that nobody is finishing (its finaliser's lease expired): publish
+        its recorded outcome, or finalise it if its regions are all done, or end it FAILED if
+        it is past its deadline; then clean up. Anything else is left to its messages.
+
+        Raises:
+            FinalisingElsewhere: If another worker holds the lease.
+        """
+        if record.final_status is not None:
+            await self.publish_recorded(ref)
+        elif record.complete:
+            await self.complete(ref, record)
+        elif record.past_deadline():
+            await self.fail_recorded(ref, deadline_reason(self._settings.job_deadline_s))
+
     # ---- failed images -----------------------------------------------------------------
 
     async def fail(self, ref: ImageRef, reason: str, submission_id: str = "") -> None:
         """End an image FAILED (once), whatever state its record is in."""
-        plan = RunPlan(ref.request.job_name, 0, 0, self._settings.job_deadline_s, submission_id)
+        plan = RunPlan(
+            ref.request.job_name,
+            0,
+            0,
+            self._settings.job_deadline_s,
+            submission_id,
+            request_body=ref.request.original_body,
+            image_index=ref.index,
+        )
         record = await self._jobs.open_image(ref.job_id, ref.url, plan)
         if record.final_status is not None and record.redelivered(submission_id):
             await self.republish(ref, record)
@@ -267,6 +287,7 @@ class Finaliser:
         # finaliser may have died before it did): deleting is safe to repeat.
         regions = list(range(1, record.region_count + 1))
         await self._staging.delete(ref.job_id, ref.index, regions, record.run)
+        await self._jobs.mark_cleaned(ref.job_id, ref.url, record.run)
 
     async def republish(self, ref: ImageRef, record: ImageRecord) -> None:
         """Publish the recorded terminal status again, even if it went out already: the

@@ -21,49 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from worker.capacity import CapacityGate
-from worker.contract.parsing import RequestLimits, job_id_of, parse_image_request
+from worker.contract.fanout import ImageStart
+from worker.contract.parsing import parse_image_request
 from worker.contract.regions import RegionRequest, parse_region_request
 from worker.contract.status import Status, StatusEvent
-from worker.errors import FinalisingElsewhere, InvalidRequestError, PermanentError, RetryableError
+from worker.errors import InvalidRequestError, RetryableError
 from worker.images import ImageRef, images_of
 from worker.metrics import MetricsWriter, capacity_wait_values
 from worker.policy import check_endpoint, check_image_urls
-from worker.ports import MessageQueue, QueueMessage, StatusPublisher
+from worker.ports import MessageSender, StatusPublisher
 from worker.runner import ImageFailedError
+from worker.settling import Settler, Work
 
 log = logging.getLogger(__name__)
-
-UNKNOWN_JOB_ID = "unknown"
-MAX_RETRY_DELAY_S = 900
-MAX_DELAY_S = 900  # SQS DelaySeconds limit
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
-    """A received message and the queue it came from."""
-
-    queue: MessageQueue
-    message: QueueMessage
-    is_region: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HandlingSettings:
-    """What the handlers are told (``MODELRUNNER_*`` settings)."""
-
-    request_limits: RequestLimits
-    image_schemes: frozenset[str]
-    endpoint_hosts: frozenset[str]
-    max_receives: int
-    max_attempts: int
-    retry_delay_s: int
-    capacity_retry_s: int
 
 
 class ImageStarter(Protocol):
@@ -99,101 +72,6 @@ class RegionWork(Protocol):
         ...
 
 
-class Settler:
-    """Settles messages: the routing shared by every kind of message."""
-
-    def __init__(self, settings: HandlingSettings, status: StatusPublisher) -> None:
-        """Publish rejections through ``status``."""
-        self.settings = settings
-        self._status = status
-
-    async def reject(self, work: Work, reason: str) -> None:
-        """An unparseable message: FAILED status, dead-letter queue."""
-        job_id = job_id_of(work.message.body) or UNKNOWN_JOB_ID
-        await self._status.publish(
-            StatusEvent(status=Status.FAILED, job_id=job_id, description=reason)
-        )
-        await work.queue.dead_letter(work.message, reason)
-
-    def abandoned(self, message: QueueMessage) -> str | None:
-        """The reason to give up a message whose workers kept dying, None if it is not one."""
-        limit = self.settings.max_receives
-        if message.receive_count <= limit:
-            return None
-        return (
-            f"message received {message.receive_count} times without finishing (the workers"
-            f" handling it stopped; limit MODELRUNNER_MAX_RECEIVES={limit})"
-        )
-
-    async def route(
-        self,
-        work: Work,
-        job_id: str,
-        attempt: Callable[[], Awaitable[None]],
-        give_up: Callable[[str], Awaitable[None]],
-    ) -> bool:
-        """Run ``attempt``; on an error settle the message by the error's kind (``give_up``
-        with the reason where the work cannot go on). True if the attempt succeeded."""
-        try:
-            await attempt()
-        except FinalisingElsewhere as err:
-            await self.look_again(work, err)
-        except PermanentError as err:
-            await give_up(str(err))
-        except RetryableError as err:
-            await self._retry_or_give_up(work, job_id, str(err), give_up)
-        except Exception as err:  # a bug must not lose the message: treat as retryable
-            log.exception("job %s: unexpected error", job_id)
-            await self._retry_or_give_up(work, job_id, f"internal error: {err!r}", give_up)
-        else:
-            return True
-        return False
-
-    async def _retry_or_give_up(
-        self, work: Work, job_id: str, reason: str, give_up: Callable[[str], Awaitable[None]]
-    ) -> None:
-        received = work.message.receive_count
-        if received >= self.settings.max_attempts:
-            await give_up(f"gave up after {received} attempts: {reason}")
-            return
-        delay_s = min(MAX_RETRY_DELAY_S, self.settings.retry_delay_s * 2 ** (received - 1))
-        log.warning("job %s: %s; retrying in %ds", job_id, reason, delay_s)
-        await work.queue.set_visibility(work.message, delay_s)
-        await self.tell(
-            job_id,
-            f"{reason}; trying again in {delay_s}s"
-            f" (attempt {received} of {self.settings.max_attempts})",
-        )
-
-    async def tell(self, job_id: str, description: str) -> None:
-        """An IN_PROGRESS status saying what the worker is doing besides tiles (best effort):
-        a retry after an error, a region run again."""
-        event = StatusEvent(status=Status.IN_PROGRESS, job_id=job_id, description=description)
-        try:
-            await self._status.publish(event)
-        except RetryableError as err:
-            log.warning("job %s: status not sent: %s", job_id, err)
-
-    async def look_again(self, work: Work, err: FinalisingElsewhere) -> None:
-        """Send the message again for when the finalisation lease will have expired."""
-        delay_s = math.ceil(err.retry_after_s) + 1
-        log.info("%s; looking again in %ds", err, delay_s)
-        await self.send_again(work, delay_s)
-
-    @staticmethod
-    async def send_again(work: Work, delay_s: int) -> None:
-        """A fresh copy of the message, visible after ``delay_s``; the received one deleted.
-
-        Waiting (for capacity, for a live finaliser) this way does not count toward the
-        receives that dead-letter a message, as a longer visibility would. The copy carries the
-        submission id: it is the same request, not a new submission of it.
-        """
-        await work.queue.send(
-            work.message.body, min(MAX_DELAY_S, delay_s), work.message.submission_id
-        )
-        await work.queue.delete(work.message)
-
-
 class ImageHandler:
     """Image requests: validate, wait for endpoint capacity, start every image."""
 
@@ -204,14 +82,18 @@ class ImageHandler:
         status: StatusPublisher,
         capacity: CapacityGate | None = None,
         metrics: MetricsWriter | None = None,
+        fan_out: MessageSender | None = None,
     ) -> None:
         """Start images with ``images[0]``, fail them with ``images[1]``; hold jobs back when
-        ``capacity`` says so."""
+        ``capacity`` says so. With ``fan_out`` (the region queue), the images of a request
+        after the first go to the fleet as :class:`~worker.contract.fanout.ImageStart`
+        messages."""
         self._settler = settler
         self._starter, self._ender = images
         self._status = status
         self._capacity = capacity
         self._metrics = metrics
+        self._fan_out = fan_out
 
     async def handle(self, work: Work) -> None:
         """Process one image request and settle its message."""
@@ -226,10 +108,12 @@ class ImageHandler:
         refs = images_of(request)
         submission = message.submission_id
         resent = message.message_id != submission
+        handed_out: set[int] = set()
 
         async def give_up(reason: str) -> None:
             for ref in refs:
-                await self._ender.fail(ref, reason, submission)
+                if ref.index not in handed_out:  # those are settled by their own messages
+                    await self._ender.fail(ref, reason, submission)
             await work.queue.dead_letter(message, reason)
 
         if (abandoned := self._settler.abandoned(message)) is not None:
@@ -241,17 +125,32 @@ class ImageHandler:
         failures: list[str] = []
 
         async def start_all() -> None:
-            for ref in refs:
-                try:
-                    await self._starter.start_image(ref, submission, resent)
-                except ImageFailedError as err:  # that image has ended FAILED
-                    failures.append(str(err))
+            failures.extend(await self._start_all(refs, submission, handed_out, resent))
 
         if await self._settler.route(work, request.job_id, start_all, give_up):
             if failures:
                 await work.queue.dead_letter(message, "; ".join(failures))
             else:
                 await work.queue.delete(message)
+
+    async def _start_all(
+        self, refs: list[ImageRef], submission: str, handed_out: set[int], resent: bool
+    ) -> list[str]:
+        """Start every image (the first here, the others through the fan-out queue if there
+        is one); return why images that ended FAILED did."""
+        here = refs
+        if self._fan_out is not None:
+            for ref in refs[1:]:
+                await self._fan_out.send(image_start(ref, submission))
+                handed_out.add(ref.index)
+            here = refs[:1]
+        failures = []
+        for ref in here:
+            try:
+                await self._starter.start_image(ref, submission, resent)
+            except ImageFailedError as err:  # that image has ended FAILED
+                failures.append(str(err))
+        return failures
 
     async def _admitted(self, work: Work, ref: ImageRef) -> bool:
         """Whether the job may start now; if not, it goes back to wait for endpoint capacity.
@@ -284,6 +183,16 @@ class ImageHandler:
             self._metrics.write({"Model": endpoint}, capacity_wait_values())
         await self._settler.send_again(work, delay_s)
         return False
+
+
+def image_start(ref: ImageRef, submission_id: str) -> str:
+    """The message that hands image ``ref`` of a request (``submission_id``) to the fleet."""
+    return ImageStart(
+        job_id=ref.job_id,
+        image_index=ref.index,
+        submission_id=submission_id,
+        image_request=ref.request.original_body,
+    ).body()
 
 
 class RegionHandler:

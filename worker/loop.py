@@ -14,14 +14,15 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.errors import RetryableError
-from worker.handlers import Work
+from worker.errors import RetryableError, WorkerError
 from worker.health import touch
 from worker.metrics import MetricsWriter, queue_wait_values, set_log_context
 from worker.ports import MessageQueue
+from worker.settling import Work
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class LoopSettings:
     visibility_timeout_s: int
     grace_period_s: float
     health_file: str | None = None
+    sweep_interval_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +70,10 @@ class Worker:
         queues: Queues,
         stop: asyncio.Event,
         metrics: MetricsWriter | None = None,
+        sweep: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        """Consume the queues until ``stop`` is set."""
+        """Consume the queues until ``stop`` is set; call ``sweep`` every
+        ``sweep_interval_s`` or so (:mod:`worker.sweeper`)."""
         self._settings = settings
         self._queues = queues
         self._images = queues.images
@@ -77,12 +81,14 @@ class Worker:
         self._stop = stop
         self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweep = sweep
 
     async def run(self) -> None:
         """Poll until stopped; one failure never stops the loop. Then drain and return."""
         errors = 0
         log.info("worker polling %s", getattr(self._images, "queue_url", "the image queue"))
         stopping = asyncio.create_task(self._stop.wait())
+        sweeping = asyncio.create_task(self._sweep_periodically())
         try:
             while not self._stop.is_set():
                 touch(self._settings.health_file)
@@ -113,8 +119,21 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
         finally:
             stopping.cancel()
+            sweeping.cancel()
         await self._drain()
         log.info("worker stopped")
+
+    async def _sweep_periodically(self) -> None:
+        """Sweep at random times between half and all of the interval apart, so the fleet's
+        sweeps spread out; a failed sweep is logged and the next one tried."""
+        if self._sweep is None:
+            return
+        while True:
+            await asyncio.sleep(self._settings.sweep_interval_s * random.uniform(0.5, 1.0))
+            try:
+                await self._sweep()
+            except Exception:  # the loop is the one place that catches everything
+                log.exception("sweep failed; trying again at the next one")
 
     async def _receive(self) -> Work | None:
         """A region if there is one (short wait), else an image (long poll)."""
@@ -139,10 +158,12 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _release(self, work: Work) -> None:
+        """Make the message visible again at once (best effort: if it cannot be, it comes
+        back after its visibility timeout, and stopping goes on)."""
         try:
             await work.queue.set_visibility(work.message, 0)
             log.info("released message %s for another worker", work.message.message_id)
-        except RetryableError as err:
+        except WorkerError as err:  # retryable or not (a receipt that expired meanwhile)
             log.warning("could not release message %s: %s", work.message.message_id, err)
 
     async def handle(self, work: Work) -> None:

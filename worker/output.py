@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from postprocessing.features import (
     Distillation,
@@ -28,7 +28,7 @@ from worker.contract.messages import ImageRequest
 from worker.contract.records import ImageOutcome
 from worker.contract.status import Status
 from worker.images import ImageRef
-from worker.ports import Sink, SinkWriter
+from worker.ports import OutputProgress, Sink, SinkWriter
 from worker.reports import all_tiles_failed
 from worker.staging import StagedRegion
 
@@ -86,8 +86,14 @@ async def finalise_image(
     started: float,
     sinks: list[Sink],
     executor: Executor,
+    progress: OutputProgress | None = None,
 ) -> ImageOutcome:
-    """Remove duplicates over all regions and write the outputs.
+    """Remove duplicates over all regions and write the outputs (resuming streams where
+    ``progress`` says an earlier attempt stopped).
+
+    The features come out in the same order whenever the same staged regions are finalised
+    again (duplicate removal and feature output are deterministic), which is what lets a
+    stream resume after the features it acknowledged.
 
     Returns:
         The outcome: FAILED, with the counts and the failed tiles and nothing written, if
@@ -114,7 +120,9 @@ async def finalise_image(
     context = feature_context(source.info, request, source.dem_url)
     chunks = feature_chunks(table, selection, context)
     writing = time.monotonic()
-    outputs = await write_outputs(sinks, request.job_id, source.ref.output_name, chunks, executor)
+    outputs = await write_outputs(
+        sinks, (request.job_id, source.ref.output_name), chunks, executor, progress
+    )
     log.info(
         "job %s image %s: features written to %s in %.1fs",
         request.job_id,
@@ -135,15 +143,18 @@ async def finalise_image(
 
 async def write_outputs(
     sinks: list[Sink],
-    job_id: str,
-    output_name: str,
+    names: tuple[str, str],
     chunks: Iterator[list[str]],
     executor: Executor,
+    progress: OutputProgress | None = None,
 ) -> tuple[str, ...]:
-    """Write every chunk to every sink; on failure abort all outputs and re-raise.
+    """Write every chunk to every sink (``names``: job id, output name); on failure abort all
+    outputs and re-raise.
 
     Chunks are produced on ``executor`` (geolocation and JSON are CPU work), the next while the
     outputs take the current one, so memory holds two chunks whatever the number of features.
+    Every output finishes the step it is on before a failure of another is raised, so what a
+    stream acknowledged is recorded in ``progress`` and not sent again by the next attempt.
 
     Returns:
         Where each output went.
@@ -154,13 +165,13 @@ async def write_outputs(
     upcoming: asyncio.Future[list[str] | None] | None = None
     try:
         for sink in sinks:
-            writers.append(await sink.open(job_id, output_name))
+            writers.append(await sink.open(*names, progress))
         upcoming = loop.run_in_executor(executor, next, chunks, None)
         while (chunk := await upcoming) is not None:
             # Make the next chunk while the outputs take this one.
             upcoming = loop.run_in_executor(executor, next, chunks, None)
-            await asyncio.gather(*(writer.write(chunk) for writer in writers))
-        locations = tuple(await asyncio.gather(*(writer.close() for writer in writers)))
+            await _all_of(writer.write(chunk) for writer in writers)
+        locations = tuple(await _all_of(writer.close() for writer in writers))
         written = True
     finally:
         if not written:
@@ -169,3 +180,12 @@ async def write_outputs(
             for writer in writers:
                 await writer.abort()
     return locations
+
+
+async def _all_of(steps: Iterator[Awaitable[T]]) -> list[T]:
+    """Every step's result; if any failed, the first failure, once all have ended."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast("list[T]", results)

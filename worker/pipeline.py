@@ -37,7 +37,7 @@ from worker.metrics import tile_stats
 from worker.output import FinalSource, finalise_image
 from worker.plan import ImagePlan, plan_image
 from worker.policy import check_image_size
-from worker.ports import EndpointFactory, ModelEndpoint, SinkFactory
+from worker.ports import EndpointFactory, ModelEndpoint, OutputProgress, SinkFactory
 from worker.regions import Region, split_regions
 from worker.roles import ReadCredentialSource, image_read_credentials
 from worker.settings import Settings
@@ -220,17 +220,21 @@ class ImagePipeline:
         return StagedRegion(table, len(region.tiles), tuple(progress.failures))
 
     async def finalise(
-        self, job: ImageJob, staged: list[StagedRegion], started: float
+        self,
+        job: ImageJob,
+        staged: list[StagedRegion],
+        started: float,
+        progress: OutputProgress | None = None,
     ) -> ImageOutcome:
         """Remove duplicates over all regions and write the outputs
-        (:func:`worker.output.finalise_image`).
+        (:func:`worker.output.finalise_image`), streams resuming after ``progress``.
 
         Raises:
             SinkError: If an output could not be written.
         """
         sinks = await self._sinks.for_request(job.request)
         source = FinalSource(job.ref, job.info, job.plan.layout, self._settings.dem_url)
-        return await finalise_image(source, staged, started, sinks, self._executor)
+        return await finalise_image(source, staged, started, sinks, self._executor, progress)
 
     async def _run_tiles(
         self, job: ImageJob, tiles: list[Window], progress: TileProgress
@@ -253,7 +257,9 @@ class ImagePipeline:
         batch = max(1, min(ENCODE_BATCH, ENCODE_BATCH_BYTES // tile_bytes))
         concurrency = max(1, min(self._settings.endpoint_concurrency, len(tiles)))
         ready: asyncio.Queue[tuple[Window, bytes] | None] = asyncio.Queue(concurrency)
-        found: list[DetectionTable] = []
+        # Kept in tile order, not reply order: the same tiles give the same table, so a
+        # resumed finalisation writes its features in the same order.
+        found: dict[Window, DetectionTable] = {}
 
         async def encoder(band: list[Window]) -> None:
             with WindowReader(job.url, job.credentials) as reader:
@@ -276,7 +282,7 @@ class ImagePipeline:
 
         async def caller() -> None:
             while (item := await ready.get()) is not None:
-                found.append(await self._call(plan, item[0], item[1], endpoint, progress))
+                found[item[0]] = await self._call(plan, item[0], item[1], endpoint, progress)
                 progress.done += 1
 
         async with asyncio.TaskGroup() as group:
@@ -286,7 +292,7 @@ class ImagePipeline:
                     encoders.create_task(encoder(tiles[lane * share : (lane + 1) * share]))
             for _ in callers:
                 await ready.put(None)
-        return found
+        return [found[window] for window in tiles if window in found]
 
     async def _call(
         self,

@@ -115,6 +115,22 @@ class JobStore(Protocol):
         on another run now)."""
         ...
 
+    async def mark_cleaned(self, job_id: str, image_url: str, run: int) -> None:
+        """Record that ``run`` is over: published and its staged regions deleted."""
+        ...
+
+    async def advance_output(
+        self, job_id: str, image_url: str, owner: str, output: str, count: int
+    ) -> bool:
+        """Record that ``output`` acknowledged its first ``count`` features; False if
+        ``owner`` no longer holds the lease (or the outcome is recorded already)."""
+        ...
+
+    async def stalled(self, now: float) -> list[tuple[str, str]]:
+        """(job id, image URL) of the images not yet published and cleaned up whose
+        finalisation lease expired before ``now``."""
+        ...
+
 
 class Staging(Protocol):
     """Where finished regions wait for their image's finalisation."""
@@ -149,6 +165,22 @@ class StatusPublisher(Protocol):
         """Publish one event."""
 
 
+class OutputProgress(Protocol):
+    """How far each output of an image got in earlier attempts, and where that is recorded."""
+
+    def acknowledged(self, output: str) -> int:
+        """How many features, in output order, ``output`` has acknowledged so far."""
+        ...
+
+    async def advance(self, output: str, count: int) -> None:
+        """Record that ``output`` has acknowledged its first ``count`` features.
+
+        Raises:
+            FinalisingElsewhere: If this worker no longer holds the image's lease.
+        """
+        ...
+
+
 class SinkWriter(Protocol):
     """One image's output in progress."""
 
@@ -168,8 +200,11 @@ class SinkWriter(Protocol):
 class Sink(Protocol):
     """Somewhere the features of images are written."""
 
-    async def open(self, job_id: str, output_name: str) -> SinkWriter:
-        """Start the output of one image."""
+    async def open(
+        self, job_id: str, output_name: str, progress: OutputProgress | None = None
+    ) -> SinkWriter:
+        """Start the output of one image; an output that cannot be rewritten as a whole
+        (a stream) resumes after what ``progress`` says it acknowledged."""
         ...
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from tiling.grid import Window
-from worker.contract.records import FailedTile, ImageOutcome
+from worker.contract.records import FailedTile, ImageOutcome, ImageRecord
 from worker.contract.status import MAX_LISTED_FAILED_TILES, Status, StatusEvent
 from worker.staging import StagedRegion
 
@@ -140,4 +140,23 @@ def all_tiles_failed(staged: Sequence[StagedRegion], started: float) -> ImageOut
         duration_s=time.time() - started,
         reason=f"all {failed} tiles failed; first: {first}",
         failed_tile_list=failures,
+    )
+
+
+def failed_outcome(record: ImageRecord, reason: str) -> ImageOutcome:
+    """FAILED before any output: every planned tile counts as failed."""
+    return ImageOutcome(
+        Status.FAILED,
+        tile_count=record.tile_count,
+        failed_tiles=record.tile_count,
+        duration_s=time.time() - record.start_time,
+        reason=reason,
+    )
+
+
+def deadline_reason(limit_s: float) -> str:
+    """Why an image that ran out of time ended FAILED."""
+    return (
+        f"job deadline exceeded: not finished {limit_s:.0f}s after it started"
+        " (MODELRUNNER_JOB_DEADLINE_S)"
     )

@@ -34,6 +34,7 @@ from worker.pipeline import ImageJob, TileProgress
 from worker.ports import JobStore, MessageSender, Staging
 from worker.regions import Region
 from worker.reporter import Reporter
+from worker.reports import deadline_reason
 from worker.staging import StagedRegion
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Runner:
             submission_id=submission_id,
             endpoint=job.request.image_processor.name,
             load=image_load(job.tile_count, len(job.regions), settings.endpoint_concurrency),
+            request_body=job.request.original_body,
+            image_index=job.index,
         )
 
     # ---- regions -----------------------------------------------------------------------
@@ -305,12 +308,7 @@ class Runner:
         )
 
     async def _deadline_exceeded(self, job: ImageJob) -> None:
-        limit = self._settings.job_deadline_s
-        await self._finaliser.fail_recorded(
-            job.ref,
-            f"job deadline exceeded: not finished {limit:.0f}s after it started"
-            " (MODELRUNNER_JOB_DEADLINE_S)",
-        )
+        await self._finaliser.fail_recorded(job.ref, deadline_reason(self._settings.job_deadline_s))
 
 
 def stale(region_request: RegionRequest, record: ImageRecord) -> bool:

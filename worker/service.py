@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
-import signal
 import socket
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -27,16 +25,26 @@ from worker.adapters.sqs import SqsQueue
 from worker.adapters.variants import EndpointDescriptions, choose_variant
 from worker.capacity import CapacityGate
 from worker.contract.messages import ImageRequest, KinesisOutput, ProcessorType
-from worker.finaliser import Finaliser, FinalisingSettings
-from worker.handlers import HandlingSettings, ImageHandler, RegionHandler, Settler
+from worker.fanout import ImageStartHandler, RegionQueueHandler
+from worker.finaliser import Finaliser
+from worker.handlers import ImageHandler, RegionHandler
 from worker.limiter import AimdLimiter
-from worker.loop import LoopSettings, Queues, Worker
+from worker.loop import Queues, Worker
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
 from worker.ports import ModelEndpoint, Sink, StatusPublisher
 from worker.reporter import Reporter, Reporting
-from worker.runner import Runner, RunningSettings
+from worker.runner import Runner
 from worker.settings import Settings
+from worker.settling import Settler
+from worker.signals import STOP_SIGNALS, EarlyStop
+from worker.slices import (
+    finalising_settings,
+    handling_settings,
+    loop_settings,
+    running_settings,
+)
+from worker.sweeper import Sweeper
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
@@ -116,14 +124,19 @@ class Sinks:
     """Sink factory over shared clients; outputs with a role get clients under that role."""
 
     def __init__(
-        self, s3: S3Client, kinesis: KinesisClient, roles: RoleClients, s3_acl: str = ""
+        self,
+        clients: tuple[S3Client, KinesisClient],
+        roles: RoleClients,
+        s3_acl: str = "",
+        kinesis_request_records: int = 500,
     ) -> None:
-        """Share ``s3`` and ``kinesis`` between requests; assume roles through ``roles``;
-        write S3 objects with the canned ACL ``s3_acl`` ("" for none)."""
-        self._s3 = s3
-        self._kinesis = kinesis
+        """Share the S3 and Kinesis ``clients`` between requests; assume roles through
+        ``roles``; write S3 objects with the canned ACL ``s3_acl`` ("" for none) and at most
+        ``kinesis_request_records`` records per PutRecords call."""
+        self._s3, self._kinesis = clients
         self._roles = roles
         self._s3_acl = s3_acl
+        self._request_records = kinesis_request_records
 
     async def for_request(self, request: ImageRequest) -> list[Sink]:
         """The request's outputs (legacy outputBucket/outputPrefix included)."""
@@ -133,7 +146,9 @@ class Sinks:
                 kinesis = self._kinesis
                 if output.assumed_role:
                     kinesis = await self._roles.client("kinesis", output.assumed_role)
-                sinks.append(KinesisSink(kinesis, output.stream, output.batch_size))
+                sinks.append(
+                    KinesisSink(kinesis, output.stream, output.batch_size, self._request_records)
+                )
             else:
                 s3 = self._s3
                 if output.role:
@@ -147,33 +162,6 @@ async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
         return name_or_url
     reply = await sqs.get_queue_url(QueueName=name_or_url)
     return reply["QueueUrl"]
-
-
-def slice_of(cls: type[S], settings: Settings, **values: Any) -> S:
-    """A component's slice of the settings: the fields of ``cls`` read from ``settings`` by
-    name, ``values`` for the fields named otherwise there."""
-    fields: Any = dataclasses.fields  # typed for instances; a dataclass type is what it reads
-    names = {field.name for field in fields(cls)} - values.keys()
-    return cls(**{name: getattr(settings, name) for name in names}, **values)
-
-
-def handling_settings(settings: Settings) -> HandlingSettings:
-    """The message handlers' slice of the settings."""
-    return slice_of(
-        HandlingSettings,
-        settings,
-        image_schemes=settings.allowed_image_schemes,
-        endpoint_hosts=settings.allowed_endpoint_hosts,
-    )
-
-
-def finalising_settings(settings: Settings, worker_id: str) -> FinalisingSettings:
-    """The finaliser's slice of the settings; leases last one visibility timeout."""
-    return FinalisingSettings(
-        lease_s=settings.visibility_timeout_s,
-        job_deadline_s=settings.job_deadline_s,
-        worker_id=worker_id,
-    )
 
 
 @dataclass(frozen=True)
@@ -225,19 +213,37 @@ async def _queue(clients: _Clients, name: str, dlq: str) -> SqsQueue:
     )
 
 
-async def serve(settings: Settings) -> None:
-    """Run the worker until SIGTERM or SIGINT; then finish or release the work in hand."""
+async def serve(settings: Settings, early_stop: EarlyStop | None = None) -> None:
+    """Run the worker until SIGTERM or SIGINT (or at once if ``early_stop`` noted one before
+    the loop listened); then finish or release the work in hand."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    if early_stop is not None and early_stop.requested:
+        stop.set()
     async with AsyncExitStack() as stack:
-        clients = await _open_clients(stack, settings)
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles")
         )
-        worker = await _wire(settings, clients, executor, stop)
-        await worker.run()
+        starting = asyncio.create_task(_start(stack, settings, executor, stop))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():  # stopped while connecting: nothing was taken yet
+            starting.cancel()
+            await asyncio.wait({starting})
+            log.info("stopped while starting: no work taken, exiting")
+            return
+        await starting.result().run()
+
+
+async def _start(
+    stack: AsyncExitStack, settings: Settings, executor: Executor, stop: asyncio.Event
+) -> Worker:
+    """Open the clients (closed with ``stack``) and wire the worker."""
+    clients = await _open_clients(stack, settings)
+    return await _wire(settings, clients, executor, stop)
 
 
 async def _wire(
@@ -251,13 +257,22 @@ async def _wire(
     pipeline = ImagePipeline(
         settings,
         Endpoints(settings, clients.http, clients.sagemaker, clients.roles, descriptions),
-        Sinks(clients.s3, clients.kinesis, clients.roles, settings.s3_output_acl),
+        Sinks(
+            (clients.s3, clients.kinesis),
+            clients.roles,
+            settings.s3_output_acl,
+            settings.kinesis_request_records,
+        ),
         executor,
         clients.roles,
     )
     metrics = MetricsWriter() if settings.metrics else None
     jobs = DynamoJobStore(
-        clients.dynamodb, settings.job_table, settings.job_record_ttl_days, settings.endpoint_index
+        clients.dynamodb,
+        settings.job_table,
+        settings.job_record_ttl_days,
+        settings.endpoint_index,
+        settings.unfinished_index,
     )
     staging = S3Staging(clients.s3, settings.staging_bucket, settings.staging_prefix, executor)
     region_status = _publisher(clients, settings.region_status_topic_arn)
@@ -267,7 +282,7 @@ async def _wire(
         finalising_settings(settings, worker_id), pipeline, jobs, staging, reporter, image_queue
     )
     runner = Runner(
-        slice_of(RunningSettings, settings),
+        running_settings(settings),
         pipeline,
         (jobs, staging, region_queue),
         reporter,
@@ -275,17 +290,21 @@ async def _wire(
     )
     capacity = CapacityGate(settings, descriptions, jobs) if settings.capacity_throttling else None
     settler = Settler(handling_settings(settings), status)
+    starts = ImageStartHandler(settler, (runner, finaliser), image_queue)
     queues = Queues(
         image_queue,
-        ImageHandler(settler, (runner, finaliser), status, capacity, metrics),
+        ImageHandler(settler, (runner, finaliser), status, capacity, metrics, region_queue),
         region_queue,
-        RegionHandler(settler, runner),
+        RegionQueueHandler(RegionHandler(settler, runner), starts),
     )
-    return Worker(slice_of(LoopSettings, settings), queues, stop, metrics)
+    sweeper = Sweeper(jobs, finaliser, settings.request_limits)
+    return Worker(loop_settings(settings), queues, stop, metrics, sweeper.sweep)
 
 
-def main() -> None:
-    """Entry point of ``python -m worker``."""
+def main(early_stop: EarlyStop | None = None) -> None:
+    """Entry point of ``python -m worker``; ``early_stop`` noted the stop signals so far."""
+    early_stop = early_stop or EarlyStop()
+    early_stop.install()
     settings = Settings()
     handler = logging.StreamHandler()
     if settings.log_format == "json":
@@ -302,4 +321,7 @@ def main() -> None:
     os.environ.setdefault("GDAL_HTTP_CONNECTTIMEOUT", str(min(10, int(timeout))))
     os.environ.setdefault("GDAL_HTTP_MAX_RETRY", "3")
     os.environ.setdefault("GDAL_HTTP_RETRY_DELAY", "1")
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, early_stop))
+    # The closed loop gave the signals back to their default action (death by SIGTERM): a
+    # second stop while the process exits must not change its exit status.
+    early_stop.install()

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     http_endpoint_capacity: Annotated[int, Field(ge=1)] = 64
     capacity_retry_s: Annotated[int, Field(ge=0, le=900)] = 30
     endpoint_index: str = "active_endpoint-index"
+    unfinished_index: str = "unfinished-index"
+    sweep_interval_s: Annotated[float, Field(gt=0, le=60)] = 30.0
+    kinesis_request_records: Annotated[int, Field(ge=1, le=500)] = 500
     max_roi_vertices: Annotated[int, Field(ge=4)] = 10_000
     max_feature_properties_bytes: Annotated[int, Field(ge=2)] = 64 * 1024
     # Canned ACL of result objects ("" for none: buckets that disable ACLs reject any but the

@@ -133,6 +133,10 @@ def check_resources(session: boto3.session.Session, url: str, outputs: dict[str,
     assert indexes["active_endpoint-index"]["KeySchema"] == [
         {"AttributeName": "active_endpoint", "KeyType": "HASH"}
     ]
+    assert indexes["unfinished-index"]["KeySchema"] == [
+        {"AttributeName": "unfinished", "KeyType": "HASH"},
+        {"AttributeName": "lease_until", "KeyType": "RANGE"},
+    ]
     # moto 5.2's CloudFormation ignores TimeToLiveSpecification (and PITR): it reports TTL
     # DISABLED with no attribute. Real CloudFormation enables it on expire_time.
     ttl = dynamodb.describe_time_to_live(TableName=outputs["JobTableName"])["TimeToLiveDescription"]

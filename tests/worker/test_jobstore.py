@@ -3,7 +3,9 @@
 
 import asyncio
 import dataclasses
+import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -22,6 +24,14 @@ from worker.contract.status import Status
 T = TypeVar("T")
 URL = "s3://images/a.tif"
 TABLE = "jobs"
+UNFINISHED_INDEX: Any = {  # as infra/bootstrap.py makes it
+    "IndexName": "unfinished-index",
+    "KeySchema": [
+        {"AttributeName": "unfinished", "KeyType": "HASH"},
+        {"AttributeName": "lease_until", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["job_id", "image_url"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,13 @@ def with_store(endpoint: str, test: Callable[[DynamoJobStore], Awaitable[T]]) ->
             if TABLE not in tables["TableNames"]:
                 await dynamodb.create_table(
                     TableName=TABLE,
-                    AttributeDefinitions=[{"AttributeName": "image_id", "AttributeType": "S"}],
+                    AttributeDefinitions=[
+                        {"AttributeName": "image_id", "AttributeType": "S"},
+                        {"AttributeName": "unfinished", "AttributeType": "S"},
+                        {"AttributeName": "lease_until", "AttributeType": "N"},
+                    ],
                     KeySchema=[{"AttributeName": "image_id", "KeyType": "HASH"}],
+                    GlobalSecondaryIndexes=[UNFINISHED_INDEX],
                     BillingMode="PAY_PER_REQUEST",
                 )
             return await test(DynamoJobStore(dynamodb, TABLE, ttl_days=1))
@@ -222,3 +237,37 @@ def test_a_message_sent_again_keeps_its_submission_id(endpoint: str) -> None:
     assert first_submission == first_id
     assert again_id != first_id
     assert again_submission == first_id
+
+
+def test_the_unfinished_index_holds_claimed_images_until_they_are_cleaned_up(
+    endpoint: str,
+) -> None:
+    job = f"job-{uuid.uuid4().hex[:8]}"
+
+    async def stalled(store: DynamoJobStore, after_s: float) -> bool:
+        return (job, URL) in await store.stalled(time.time() + after_s)
+
+    async def test(store: DynamoJobStore) -> None:
+        body = json.dumps({"jobId": job})
+        plan_ = dataclasses.replace(plan("m-1"), request_body=body, image_index=2)
+        opened = await store.open_image(job, URL, plan_)
+        assert (opened.request_body, opened.image_index) == (body, 2)
+        assert not await stalled(store, 120)  # not claimed: its regions are running
+        assert await store.claim(job, URL, "worker-a", 60)
+        assert not await stalled(store, 0)  # the lease is live
+        assert await stalled(store, 120)  # the lease will have expired
+
+        assert await store.advance_output(job, URL, "worker-a", "kinesis:s", 500)
+        assert not await store.advance_output(job, URL, "worker-b", "kinesis:s", 600)
+        record = await store.get(job, URL)
+        assert record is not None
+        assert record.output_progress == {"kinesis:s": 500}
+
+        assert await store.finish(job, URL, "worker-a", ImageOutcome(Status.SUCCESS, 12))
+        assert not await store.advance_output(job, URL, "worker-a", "kinesis:s", 700)
+        await store.mark_published(job, URL, 1)
+        assert await stalled(store, 120)  # published, its staged regions not yet deleted
+        await store.mark_cleaned(job, URL, 1)
+        assert not await stalled(store, 120)
+
+    with_store(endpoint, test)

@@ -7,9 +7,10 @@ from tests.fakes import RecordingPublisher, RecordingQueue
 from tests.service import HANDLING
 from worker.contract.regions import RegionRequest
 from worker.errors import FinalisingElsewhere
-from worker.handlers import ImageHandler, RegionHandler, Settler, Work
+from worker.handlers import ImageHandler, RegionHandler
 from worker.images import ImageRef
 from worker.ports import QueueMessage
+from worker.settling import Settler, Work
 
 REQUEST = {
     "jobId": "job-1",

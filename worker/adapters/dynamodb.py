@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from worker.adapters.aws_errors import aws_errors
 from worker.contract.records import (
+    PROGRESS_PREFIX,
     ImageOutcome,
     ImageRecord,
     RunPlan,
@@ -55,6 +56,7 @@ RESTART_CONDITION = (
     " AND (attribute_not_exists(submission_id) OR submission_id <> :sid)"
 )
 SAME_RUN = "(attribute_not_exists(#run) OR #run = :run)"
+UNFINISHED = "1"  # the one key value of the sparse unfinished-index
 
 
 def _conditional_failed(err: ClientError) -> bool:
@@ -71,12 +73,14 @@ class DynamoJobStore:
         table: str,
         ttl_days: int,
         endpoint_index: str = "active_endpoint-index",
+        unfinished_index: str = "unfinished-index",
     ) -> None:
         """Write to ``table`` through ``client``; items expire after ``ttl_days``."""
         self._client = client
         self._table = table
         self._ttl_s = ttl_days * SECONDS_PER_DAY
         self._endpoint_index = endpoint_index
+        self._unfinished_index = unfinished_index
 
     async def active_load(self, endpoint: str, except_job: str) -> int:
         """Sum of the loads of the images active on ``endpoint`` (other jobs, before deadline).
@@ -101,6 +105,22 @@ class DynamoJobStore:
             total += sum(int(item["endpoint_load"]["N"]) for item in page.get("Items", []))
         return total
 
+    async def stalled(self, now: float) -> list[tuple[str, str]]:
+        """(job id, image URL) of the unfinished images whose finalisation lease expired
+        before ``now``: a query of the sparse ``unfinished-index``, whose cost follows the
+        number of images being finalised, not the table size."""
+        found: list[tuple[str, str]] = []
+        paginator = self._client.get_paginator("query")
+        async for page in paginator.paginate(
+            TableName=self._table,
+            IndexName=self._unfinished_index,
+            KeyConditionExpression="unfinished = :u AND lease_until < :now",
+            ExpressionAttributeValues={":u": _s(UNFINISHED), ":now": _n(round(now, 3))},
+            ProjectionExpression="job_id, image_url",
+        ):
+            found += [(i["job_id"]["S"], i["image_url"]["S"]) for i in page.get("Items", [])]
+        return found
+
     @staticmethod
     def _key(job_id: str, image_url: str) -> dict[str, AttributeValueTypeDef]:
         return {"image_id": _s(f"{job_id}:{image_url}")}
@@ -121,11 +141,15 @@ class DynamoJobStore:
             "start_time": _n(round(now, 3)),
             "deadline": _n(round(now + plan.deadline_s, 3)),
             "expire_time": _n(int(now + self._ttl_s)),
+            "unfinished": _s(UNFINISHED),
         }
         if plan.submission_id:
             item["submission_id"] = _s(plan.submission_id)
         if plan.job_name:
             item["job_name"] = _s(plan.job_name)
+        if plan.request_body:
+            item["request"] = _s(plan.request_body)
+            item["image_index"] = _n(plan.image_index)
         if plan.endpoint and plan.load > 0:
             item["active_endpoint"] = _s(plan.endpoint)
             item["endpoint_load"] = _n(plan.load)
@@ -197,50 +221,54 @@ class DynamoJobStore:
         item = reply.get("Item")
         return record_of(dict(item)) if item else None
 
-    async def region_done(
-        self, job_id: str, image_url: str, region_id: int, run: int
-    ) -> ImageRecord | None:
-        """Add ``region_id`` of ``run`` to the finished regions; return the record after the
-        change, or None if the image is no longer on ``run`` (or has no record)."""
+    async def _update(
+        self, job_id: str, image_url: str, **request: Any
+    ) -> dict[str, AttributeValueTypeDef] | None:
+        """``update_item`` on the image's item; None if its condition did not hold."""
         try:
             reply = await self._client.update_item(
-                TableName=self._table,
-                Key=self._key(job_id, image_url),
-                UpdateExpression="ADD regions_done :r",
-                ConditionExpression=f"attribute_exists(image_id) AND {SAME_RUN}",
-                ExpressionAttributeNames={"#run": "run"},
-                ExpressionAttributeValues={":r": {"NS": [str(region_id)]}, ":run": _n(run)},
-                ReturnValues="ALL_NEW",
+                TableName=self._table, Key=self._key(job_id, image_url), **request
             )
         except ClientError as err:
             if _conditional_failed(err):
                 return None
             raise
-        return record_of(dict(reply["Attributes"]))
+        return dict(reply.get("Attributes", {}))
+
+    async def region_done(
+        self, job_id: str, image_url: str, region_id: int, run: int
+    ) -> ImageRecord | None:
+        """Add ``region_id`` of ``run`` to the finished regions; return the record after the
+        change, or None if the image is no longer on ``run`` (or has no record)."""
+        item = await self._update(
+            job_id,
+            image_url,
+            UpdateExpression="ADD regions_done :r",
+            ConditionExpression=f"attribute_exists(image_id) AND {SAME_RUN}",
+            ExpressionAttributeNames={"#run": "run"},
+            ExpressionAttributeValues={":r": {"NS": [str(region_id)]}, ":run": _n(run)},
+            ReturnValues="ALL_NEW",
+        )
+        return None if item is None else record_of(item)
 
     async def claim(self, job_id: str, image_url: str, owner: str, lease_s: float) -> bool:
         """Take (or renew) the right to finalise; False if another worker holds it."""
         now = time.time()
-        try:
-            await self._client.update_item(
-                TableName=self._table,
-                Key=self._key(job_id, image_url),
-                UpdateExpression="SET lease_owner = :me, lease_until = :until",
-                ConditionExpression=(
-                    "attribute_exists(image_id) AND (attribute_not_exists(lease_until)"
-                    " OR lease_until < :now OR lease_owner = :me)"
-                ),
-                ExpressionAttributeValues={
-                    ":me": _s(owner),
-                    ":until": _n(round(now + lease_s, 3)),
-                    ":now": _n(round(now, 3)),
-                },
-            )
-        except ClientError as err:
-            if _conditional_failed(err):
-                return False
-            raise
-        return True
+        updated = await self._update(
+            job_id,
+            image_url,
+            UpdateExpression="SET lease_owner = :me, lease_until = :until",
+            ConditionExpression=(
+                "attribute_exists(image_id) AND (attribute_not_exists(lease_until)"
+                " OR lease_until < :now OR lease_owner = :me)"
+            ),
+            ExpressionAttributeValues={
+                ":me": _s(owner),
+                ":until": _n(round(now + lease_s, 3)),
+                ":now": _n(round(now, 3)),
+            },
+        )
+        return updated is not None
 
     async def finish(self, job_id: str, image_url: str, owner: str, outcome: ImageOutcome) -> bool:
         """Record the terminal outcome once; False if it was already recorded or not ours."""
@@ -257,36 +285,57 @@ class DynamoJobStore:
         }
         values = {f":{name}": value for name, value in fields.items()}
         assignments = ", ".join(f"{name} = :{name}" for name in fields)
-        try:
-            await self._client.update_item(
-                TableName=self._table,
-                Key=self._key(job_id, image_url),
-                UpdateExpression=f"SET #s = :final_status, {assignments} REMOVE active_endpoint",
-                ConditionExpression="attribute_not_exists(final_status) AND lease_owner = :me",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={**values, ":me": _s(owner)},
-            )
-        except ClientError as err:
-            if _conditional_failed(err):
-                return False
-            raise
-        return True
+        updated = await self._update(
+            job_id,
+            image_url,
+            UpdateExpression=f"SET #s = :final_status, {assignments} REMOVE active_endpoint",
+            ConditionExpression="attribute_not_exists(final_status) AND lease_owner = :me",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={**values, ":me": _s(owner)},
+        )
+        return updated is not None
 
     async def mark_published(self, job_id: str, image_url: str, run: int) -> None:
         """Record that the terminal status of ``run`` was published (nothing if the image is
         on another run now)."""
-        try:
-            await self._client.update_item(
-                TableName=self._table,
-                Key=self._key(job_id, image_url),
-                UpdateExpression="SET published = :t",
-                ConditionExpression=SAME_RUN,
-                ExpressionAttributeNames={"#run": "run"},
-                ExpressionAttributeValues={":t": {"BOOL": True}, ":run": _n(run)},
-            )
-        except ClientError as err:
-            if not _conditional_failed(err):
-                raise
-            log.info(
-                "job %s image %s: now past run %d, not marked published", job_id, image_url, run
-            )
+        await self._same_run(job_id, image_url, run, "SET published = :t", {":t": {"BOOL": True}})
+
+    async def mark_cleaned(self, job_id: str, image_url: str, run: int) -> None:
+        """Record that ``run`` is over: published and its staged regions deleted (the image
+        leaves the ``unfinished-index``)."""
+        await self._same_run(job_id, image_url, run, "REMOVE unfinished", {})
+
+    async def advance_output(
+        self, job_id: str, image_url: str, owner: str, output: str, count: int
+    ) -> bool:
+        """Record that ``output`` acknowledged its first ``count`` features; False if
+        ``owner`` no longer holds the lease (or the outcome is recorded already)."""
+        updated = await self._update(
+            job_id,
+            image_url,
+            UpdateExpression="SET #o = :n",
+            ConditionExpression="lease_owner = :me AND attribute_not_exists(final_status)",
+            ExpressionAttributeNames={"#o": f"{PROGRESS_PREFIX}{output}"},
+            ExpressionAttributeValues={":n": _n(count), ":me": _s(owner)},
+        )
+        return updated is not None
+
+    async def _same_run(
+        self,
+        job_id: str,
+        image_url: str,
+        run: int,
+        update: str,
+        values: dict[str, AttributeValueTypeDef],
+    ) -> None:
+        """Apply ``update`` if the image is still on ``run``."""
+        updated = await self._update(
+            job_id,
+            image_url,
+            UpdateExpression=update,
+            ConditionExpression=SAME_RUN,
+            ExpressionAttributeNames={"#run": "run"},
+            ExpressionAttributeValues={**values, ":run": _n(run)},
+        )
+        if updated is None:
+            log.info("job %s image %s: now past run %d, not updated", job_id, image_url, run)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import SinkError
-from worker.ports import SinkWriter
+from worker.ports import OutputProgress, SinkWriter
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis.client import KinesisClient
@@ -47,9 +47,12 @@ class S3Sink:
         """The object key of an output."""
         return f"{self.prefix}/{output_name}" if self.prefix else output_name
 
-    async def open(self, job_id: str, output_name: str) -> SinkWriter:
-        """Start the object; it is uploaded in parts once it outgrows one part."""
-        del job_id
+    async def open(
+        self, job_id: str, output_name: str, progress: OutputProgress | None = None
+    ) -> SinkWriter:
+        """Start the object; it is uploaded in parts once it outgrows one part. An object is
+        written whole or not at all, so it is written again whatever ``progress`` says."""
+        del job_id, progress
         return S3Writer(self._client, self.bucket, self.key(output_name), acl=self.acl)
 
 
@@ -146,14 +149,25 @@ class S3Writer:
 class KinesisSink:
     """FeatureCollection records on a stream, PartitionKey = jobId, spread over the shards."""
 
-    def __init__(self, client: KinesisClient, stream: str, batch_size: int) -> None:
-        """Put records through ``client`` on ``stream``, ``batch_size`` features per record."""
+    def __init__(
+        self,
+        client: KinesisClient,
+        stream: str,
+        batch_size: int,
+        request_records: int = KINESIS_MAX_REQUEST_RECORDS,
+    ) -> None:
+        """Put records through ``client`` on ``stream``, ``batch_size`` features per record,
+        at most ``request_records`` records per PutRecords call."""
         self._client = client
         self.stream = stream
         self.batch_size = batch_size
+        self.request_records = min(request_records, KINESIS_MAX_REQUEST_RECORDS)
 
-    async def open(self, job_id: str, output_name: str) -> SinkWriter:
-        """Look up the shards and start the records of one image."""
+    async def open(
+        self, job_id: str, output_name: str, progress: OutputProgress | None = None
+    ) -> SinkWriter:
+        """Look up the shards and start the records of one image, after the features that
+        ``progress`` says the stream acknowledged in an earlier attempt."""
         del output_name
         try:
             reply = await self._client.list_shards(StreamName=self.stream)
@@ -164,11 +178,20 @@ class KinesisSink:
             for shard in reply.get("Shards", [])
             if "EndingSequenceNumber" not in shard.get("SequenceNumberRange", {})
         ]
-        return KinesisWriter(self._client, self.stream, job_id, self.batch_size, hash_keys)
+        writer = KinesisWriter(self._client, self.stream, job_id, self.batch_size, hash_keys)
+        writer.request_records = self.request_records
+        if progress is not None:
+            writer.resume(progress)
+        return writer
 
 
 class KinesisWriter:
-    """Batches features into records and records into PutRecords calls within AWS limits."""
+    """Batches features into records and records into PutRecords calls within AWS limits.
+
+    With an :class:`~worker.ports.OutputProgress`, the count of features the stream has
+    acknowledged is recorded after every PutRecords call, and the features an earlier attempt
+    had acknowledged are not sent again: a finaliser that dies repeats one call at most.
+    """
 
     def __init__(
         self,
@@ -188,12 +211,38 @@ class KinesisWriter:
         self._batch_bytes = 0
         self._request: list[PutRecordsRequestEntryTypeDef] = []
         self._request_bytes = 0
+        self.request_records = KINESIS_MAX_REQUEST_RECORDS
         self.skipped = 0
+        self._progress: OutputProgress | None = None
+        self._seen = 0  # features given to this writer, in output order
+        self._acknowledged = 0  # the first features the stream has acknowledged
+        self._batch_end = 0  # features up to the last one in the open record
+        self._request_end = 0  # features up to the last one in the pending request
+
+    @property
+    def output(self) -> str:
+        """The output's name in the image's progress."""
+        return f"kinesis:{self.stream}"
+
+    def resume(self, progress: OutputProgress) -> None:
+        """Record progress in ``progress``; skip what it says was acknowledged."""
+        self._progress = progress
+        self._acknowledged = progress.acknowledged(self.output)
+        if self._acknowledged:
+            log.info(
+                "job %s: %s acknowledged %d features before: resuming after them",
+                self._job_id,
+                self.output,
+                self._acknowledged,
+            )
 
     async def write(self, features: list[str]) -> None:
         """Add features, sealing records and sending requests as they fill."""
         limit = KINESIS_MAX_RECORD_BYTES - len(COLLECTION_HEAD) - len(COLLECTION_TAIL)
         for text in features:
+            self._seen += 1
+            if self._seen <= self._acknowledged:
+                continue
             data = text.encode()
             if len(data) > limit:
                 self.skipped += 1
@@ -208,6 +257,7 @@ class KinesisWriter:
                 await self._seal()
             self._batch.append(data)
             self._batch_bytes += len(data) + 1
+            self._batch_end = self._seen
             if len(self._batch) >= self._batch_size:
                 await self._seal()
 
@@ -215,7 +265,7 @@ class KinesisWriter:
         data = COLLECTION_HEAD + b",".join(self._batch) + COLLECTION_TAIL
         self._batch, self._batch_bytes = [], 0
         size = len(data) + len(self._job_id)
-        full = len(self._request) == KINESIS_MAX_REQUEST_RECORDS
+        full = len(self._request) >= self.request_records
         if full or self._request_bytes + size > KINESIS_MAX_REQUEST_BYTES:
             await self._put()
         record: PutRecordsRequestEntryTypeDef = {"Data": data, "PartitionKey": self._job_id}
@@ -223,12 +273,18 @@ class KinesisWriter:
             record["ExplicitHashKey"] = next(self._hash_keys)
         self._request.append(record)
         self._request_bytes += size
+        self._request_end = self._batch_end
 
     async def _put(self) -> None:
         pending, self._request, self._request_bytes = self._request, [], 0
+        if pending:
+            await self._put_all(pending)
+        if self._progress is not None and self._request_end > self._acknowledged:
+            self._acknowledged = self._request_end
+            await self._progress.advance(self.output, self._request_end)
+
+    async def _put_all(self, pending: list[PutRecordsRequestEntryTypeDef]) -> None:
         for attempt in range(KINESIS_ATTEMPTS):
-            if not pending:
-                return
             try:
                 reply = await self._client.put_records(StreamName=self.stream, Records=pending)
             except (BotoCoreError, ClientError) as err:

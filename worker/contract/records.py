@@ -10,6 +10,14 @@ Item fields (DynamoDB attribute types in brackets):
 * ``region_count``, ``tile_count`` [N]; ``start_time``, ``deadline``, ``end_time`` [N, epoch
   seconds]; ``regions_done`` [NS].
 * ``lease_owner`` [S], ``lease_until`` [N]: the finaliser's claim.
+* ``request`` [S], ``image_index`` [N]: the request body and which of its images this is, so a
+  worker with no message of the image (the sweep) can finish it.
+* ``unfinished`` [S]: ``"1"`` from the start of a run until its terminal status is published
+  and its staged regions are deleted; with ``lease_until`` it keys the sparse
+  ``unfinished-index`` the sweep reads (only claimed, unfinished images are in it).
+* ``progress_<output>`` [N] (``progress_kinesis:<stream>``): the count of features, in output
+  order, that the stream has acknowledged; a resumed finaliser skips them. One attribute per
+  output, so records of any age take it without a map to create first.
 * ``final_status`` [S], ``published`` [BOOL], ``reason`` [S], ``feature_count`` [N],
   ``outputs`` [L of S].
 * ``processing_duration`` [N, seconds, 3 decimals] and ``processing_duration_ms`` [N, integer].
@@ -23,7 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tiling.grid import Window
@@ -33,6 +42,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
 MAX_RECORDED_FAILED_TILES = 100
+PROGRESS_PREFIX = "progress_"
 MS_PER_S = 1000
 
 
@@ -77,6 +87,8 @@ class RunPlan:
     submission_id: str = ""
     endpoint: str | None = None
     load: int = 0
+    request_body: str = ""
+    image_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,9 @@ class ImageRecord:
     run: int = 1
     submission_id: str = ""
     created: bool = False
+    request_body: str = ""
+    image_index: int = 0
+    output_progress: Mapping[str, int] = field(default_factory=dict)
 
     def outcome(self) -> ImageOutcome | None:
         """The recorded terminal outcome, None before there is one."""
@@ -240,6 +255,13 @@ def record_of(item: dict[str, Any], created: bool = False) -> ImageRecord:
         run=int(item.get("run", {}).get("N", "1")),
         submission_id=item.get("submission_id", {}).get("S", ""),
         created=created,
+        request_body=item.get("request", {}).get("S", ""),
+        image_index=int(item.get("image_index", {}).get("N", "0")),
+        output_progress={
+            key.removeprefix(PROGRESS_PREFIX): int(value["N"])
+            for key, value in item.items()
+            if key.startswith(PROGRESS_PREFIX)
+        },
     )
 
 
