@@ -26,7 +26,7 @@ from tests.container.engine import (
     image_env,
     inspect,
 )
-from tests.test_cloudformation_template import template
+from tests.deploy.cloudformation import template
 from worker.settings import Settings
 
 pytestmark = pytest.mark.docker

@@ -8,7 +8,7 @@ import pytest
 import shapely
 
 from tests.functional.helpers import Stack
-from tests.tiling.test_sicd import write_sicd
+from tests.tiling.sicd_images import write_sicd
 from tiling.image import describe_image
 from tiling.sicd import SicdSensorModel
 
