@@ -18,7 +18,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import EndpointPermanentError, EndpointRetryableError
-from worker.limiter import AimdLimiter
+from worker.limiter import Limiter
 from worker.metrics import tile_stats
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ModelEndpoint(Protocol):
 
 
 async def with_retries(
-    call: Callable[[], Awaitable[bytes]], retries: int, what: str, limiter: AimdLimiter
+    call: Callable[[], Awaitable[bytes]], retries: int, what: str, limiter: Limiter
 ) -> bytes:
     """Run ``call()`` under the endpoint's limit; retry EndpointRetryableError with
     full-jitter backoff, or after the endpoint's Retry-After."""
@@ -66,6 +66,8 @@ async def with_retries(
                         slot.throttled()
                         if (stats := tile_stats()) is not None:
                             stats.throttles += 1
+                    elif err.unreachable:
+                        slot.overloaded()
                     raise
         except EndpointRetryableError as err:
             if attempt >= retries:
@@ -120,7 +122,7 @@ class HttpEndpoint:
         custom_attributes: str | None,
         timeout_s: float,
         retries: int,
-        limiter: AimdLimiter,
+        limiter: Limiter,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         """Call ``url`` through the pooled ``session``, under ``limiter``."""
@@ -154,7 +156,9 @@ class HttpEndpoint:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise EndpointRetryableError(f"{self.url}: {type(err).__name__}: {err}") from err
+            raise EndpointRetryableError(
+                f"{self.url}: {type(err).__name__}: {err}", unreachable=True
+            ) from err
         if status == 200:  # noqa: PLR2004
             return body
         message = body[:MAX_ERROR_CHARS].decode(errors="replace")
@@ -176,7 +180,7 @@ class SageMakerEndpoint:
         name: str,
         parameters: dict[str, Any],
         retries: int,
-        limiter: AimdLimiter,
+        limiter: Limiter,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         """Invoke ``name`` through ``client`` with ``parameters`` (ContentType, ...)."""
@@ -212,4 +216,4 @@ class SageMakerEndpoint:
                 raise EndpointRetryableError(text, throttled=throttled) from err
             raise EndpointPermanentError(text) from err
         except BotoCoreError as err:
-            raise EndpointRetryableError(f"{self.name}: {err}") from err
+            raise EndpointRetryableError(f"{self.name}: {err}", unreachable=True) from err

@@ -19,14 +19,16 @@ from worker.capacity import CapacityGate
 from worker.coordinator import Coordinator, Reporting
 from worker.credentials import RoleClients
 from worker.endpoints import HttpEndpoint, ModelEndpoint, SageMakerEndpoint
+from worker.gradient import GradientLimiter
 from worker.jobstore import DynamoJobStore
-from worker.limiter import AimdLimiter
+from worker.limiter import AimdLimiter, Limiter
 from worker.loop import Worker
 from worker.messages import ImageRequest, KinesisOutput, ProcessorType
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
 from worker.publish import LogStatusPublisher, SnsStatusPublisher
 from worker.queue import SqsQueue
+from worker.readahead import ClientMaker, ReadAhead, ReadAheadSettings
 from worker.settings import Settings
 from worker.sinks import KinesisSink, S3Sink, Sink
 from worker.staging import S3Staging
@@ -59,13 +61,19 @@ class Endpoints:
         self._sagemaker = sagemaker
         self._roles = roles
         self._variants = variants
-        self._limiters: dict[str, AimdLimiter] = {}
+        self._limiters: dict[str, Limiter] = {}
 
-    def _limiter(self, endpoint: str) -> AimdLimiter:
-        """One limit per endpoint, shared by every job this worker runs on it."""
+    def _limiter(self, endpoint: str) -> Limiter:
+        """One limit per endpoint, shared by every job this worker runs on it: one that follows
+        the endpoint's latency (``gradient``), or a fixed one that halves on throttling only
+        (``aimd``)."""
         limiter = self._limiters.get(endpoint)
         if limiter is None:
-            limiter = AimdLimiter(self._settings.endpoint_concurrency)
+            maximum = self._settings.endpoint_concurrency
+            if self._settings.endpoint_limiter == "aimd":
+                limiter = AimdLimiter(maximum)
+            else:
+                limiter = GradientLimiter(maximum, self._settings.endpoint_concurrency_floor)
             self._limiters[endpoint] = limiter
         return limiter
 
@@ -132,6 +140,22 @@ class Sinks:
         return sinks
 
 
+def _read_ahead(settings: Settings, s3: S3Client, make_client: ClientMaker) -> ReadAhead | None:
+    """The read-ahead of ``s3://`` images, None when switched off."""
+    if not settings.read_ahead:
+        return None
+    return ReadAhead(
+        s3,
+        make_client,
+        ReadAheadSettings(
+            range_bytes=settings.read_range_mb << 20,
+            budget_bytes=settings.read_ahead_mb << 20,
+            requests=settings.read_requests,
+            wait_s=settings.image_read_timeout_s,
+        ),
+    )
+
+
 async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
     if name_or_url.startswith(("https://", "http://")):
         return name_or_url
@@ -190,6 +214,9 @@ async def serve(settings: Settings) -> None:
             Sinks(s3, kinesis, roles, settings.s3_output_acl),
             executor,
             roles,
+            _read_ahead(
+                settings, s3, lambda **keys: session.create_client("s3", **client_args, **keys)
+            ),
         )
         metrics = MetricsWriter() if settings.metrics else None
         jobs = DynamoJobStore(

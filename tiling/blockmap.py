@@ -1,0 +1,74 @@
+"""Where in its file each window's source blocks are: the input of :func:`plan_reads`.
+
+GDAL reports the byte offset and size of every block of a GeoTIFF (COGs included) in its
+``TIFF`` metadata (``BLOCK_OFFSET_<x>_<y>``, ``BLOCK_SIZE_<x>_<y>``); reading them loads only
+the header's offset arrays, never pixels. Other drivers answer None: their reads are not
+planned (see :mod:`worker.readahead`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import rasterio
+from rasterio.enums import Interleaving
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+
+from tiling.byteranges import ByteRange, ReadPlan, plan_reads
+from tiling.errors import ImageOpenError
+from tiling.gdalenv import ensure_thread_env
+from tiling.grid import Window
+
+# Bytes on either side of a block that GDAL may read with it (a COG's block leader and
+# trailer: 4 bytes each).
+BLOCK_MARGIN_BYTES = 8
+
+
+def _block(src: DatasetReader, band: int, x: int, y: int) -> ByteRange | None:
+    offset = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+    size = src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
+    if not offset or not size:
+        return None  # a sparse block: GDAL makes it up, reads nothing
+    start = max(0, int(offset) - BLOCK_MARGIN_BYTES)
+    return ByteRange(start, int(offset) + int(size) + BLOCK_MARGIN_BYTES)
+
+
+def window_blocks(src: DatasetReader, windows: Sequence[Window]) -> list[list[ByteRange]] | None:
+    """Per window, the byte ranges of the full-resolution blocks under it; None when the
+    driver does not say where its blocks are."""
+    if src.driver != "GTiff" or src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1) is None:
+        return None
+    block_rows, block_cols = src.block_shapes[0]
+    bands = [1] if src.interleaving is not Interleaving.band else list(range(1, src.count + 1))
+    known: dict[tuple[int, int, int], ByteRange | None] = {}
+    found: list[list[ByteRange]] = []
+    for window in windows:
+        ranges: list[ByteRange] = []
+        for y in range(window.row_off // block_rows, (window.row_end - 1) // block_rows + 1):
+            for x in range(window.col_off // block_cols, (window.col_end - 1) // block_cols + 1):
+                for band in bands:
+                    key = (band, x, y)
+                    if key not in known:
+                        known[key] = _block(src, band, x, y)
+                    if (block := known[key]) is not None:
+                        ranges.append(block)
+        found.append(ranges)
+    return found
+
+
+def plan_window_reads(path: str, windows: Sequence[Window], range_bytes: int) -> ReadPlan | None:
+    """Open ``path`` (its header only) and plan the reads of ``windows`` (in the order they
+    will be read) in reads of about ``range_bytes``; None when the driver does not say where
+    its blocks are.
+
+    Raises:
+        ImageOpenError: If GDAL cannot open ``path``.
+    """
+    ensure_thread_env()
+    try:
+        with rasterio.open(path) as src:
+            blocks = window_blocks(src, windows)
+    except RasterioError as err:
+        raise ImageOpenError(f"cannot open {path}: {err}") from err
+    return plan_reads(blocks, range_bytes) if blocks is not None else None
