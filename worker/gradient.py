@@ -16,10 +16,13 @@ count: a server whose accept queue overflows drops connection attempts, and each
 second later (a TCP SYN retransmission). A call that takes over ``DROP_S`` and
 ``DROP_FACTOR`` x baseline, a connection error or timeout, and a throttling reply are overload
 signals: the limit halves at once (at most once per ``DECREASE_GUARD_S``, so one burst counts
-once). The limit stays between ``minimum`` and ``maximum``, starts at ``initial`` (the floor
-by default: growing is fast, while a first burst of dropped connections costs a second), and
-does not grow while fewer than half of it are in use (the caller, not the endpoint, sets the
-pace then).
+once) and then grows back only to ``CEILING_SHARE`` of the limit that overloaded the endpoint,
+probing one call higher every ``CEILING_S`` without another overload (TCP's slow-start
+threshold, in effect): a server that drops connections past some concurrency is not pushed
+there again and again. The limit stays between ``minimum`` and ``maximum``, starts at
+``initial`` (the floor by default: growing is fast, while a first burst of dropped connections
+costs a second), and does not grow while fewer than half of it are in use (the caller, not the
+endpoint, sets the pace then).
 
 :class:`GradientLimit` is the pure rule (an injectable clock, no asyncio);
 :class:`GradientLimiter` holds calls to it.
@@ -28,6 +31,7 @@ pace then).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -36,6 +40,8 @@ from contextlib import asynccontextmanager
 
 from worker.limiter import Slot
 
+log = logging.getLogger(__name__)
+
 TOLERANCE = 1.5
 MIN_GRADIENT = 0.5
 MIN_WINDOW_CALLS = 4
@@ -43,6 +49,8 @@ BASELINE_S = 30.0  # how long a low window mean stays the baseline
 DROP_S = 0.9  # a TCP SYN retransmission takes 1 s
 DROP_FACTOR = 5.0
 DECREASE_GUARD_S = 0.5
+CEILING_SHARE = 0.8  # after an overload, grow to this share of the limit that caused it...
+CEILING_S = 5.0  # ... and by one more per this many seconds without another
 
 
 class GradientLimit:
@@ -65,6 +73,8 @@ class GradientLimit:
         self._busiest = 0
         self._baselines: deque[tuple[float, float]] = deque()  # (time, window mean)
         self._last_decrease = -math.inf
+        self._ceiling: float | None = None  # below the last limit that overloaded the endpoint
+        self._ceiling_since = -math.inf
 
     @property
     def baseline_s(self) -> float | None:
@@ -90,8 +100,10 @@ class GradientLimit:
     def _decrease(self) -> None:
         now = self._clock()
         if now - self._last_decrease >= DECREASE_GUARD_S:
+            self._ceiling = max(float(self.minimum), CEILING_SHARE * self.limit)
             self.limit = max(float(self.minimum), self.limit * MIN_GRADIENT)
-            self._last_decrease = now
+            self._last_decrease = self._ceiling_since = now
+            log.debug("overload: limit %.1f, ceiling %.1f", self.limit, self._ceiling)
             self._window.clear()
             self._busiest = 0
 
@@ -111,7 +123,19 @@ class GradientLimit:
         target = self.limit * gradient + math.sqrt(self.limit)
         if busiest < self.limit / 2:
             target = min(target, self.limit)  # not using the limit: no evidence to grow on
+        if self._ceiling is not None and now - self._ceiling_since >= CEILING_S:
+            self._ceiling += 1.0  # probe above the limit that overloaded the endpoint, slowly
+            self._ceiling_since = now
+        if self._ceiling is not None:
+            target = min(target, max(self.limit, self._ceiling))
         self.limit = max(float(self.minimum), min(float(self.maximum), target))
+        log.debug(
+            "window: mean %.1f ms, baseline %.1f ms, %d in flight at most; limit %.1f",
+            1000 * rtt,
+            1000 * baseline,
+            busiest,
+            self.limit,
+        )
 
 
 class GradientLimiter:

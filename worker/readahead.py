@@ -50,6 +50,7 @@ HEADER_CHUNK_BYTES = 256 << 10  # chunks for reads outside the plan (headers)
 HEADER_CACHE_BYTES = 16 << 20
 SEQUENTIAL_CHUNK_BYTES = 8 << 20  # chunks of an image read without a plan
 FETCH_ATTEMPTS = 3
+BODY_CHUNK_BYTES = 1 << 20
 
 Bytes = npt.NDArray[np.uint8]
 
@@ -57,8 +58,8 @@ Bytes = npt.NDArray[np.uint8]
 class RangeFetcher(Protocol):
     """Fetches byte ranges of one object."""
 
-    async def fetch(self, start: int, end: int) -> bytes:
-        """Bytes ``start`` to ``end`` (exclusive).
+    async def fetch(self, start: int, end: int) -> Bytes:
+        """Bytes ``start`` to ``end`` (exclusive; clipped to the object).
 
         Raises:
             OSError: If they cannot be had.
@@ -88,8 +89,11 @@ class S3Ranges:
             raise OSError(f"s3://{self.bucket}/{self.key}: {err}") from err
         return int(reply["ContentLength"])
 
-    async def fetch(self, start: int, end: int) -> bytes:
+    async def fetch(self, start: int, end: int) -> Bytes:
         """Bytes ``start`` to ``end`` (exclusive), retried on a broken transfer.
+
+        The body is copied into one buffer as it arrives: joining a list of chunks at the end
+        would hold every byte twice for a moment.
 
         Raises:
             OSError: If they cannot be had.
@@ -97,19 +101,76 @@ class S3Ranges:
         for attempt in range(FETCH_ATTEMPTS):
             self.gets += 1
             try:
-                reply = await self.client.get_object(
-                    Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}"
-                )
-                async with reply["Body"] as body:
-                    data = await body.read()
+                return await self._fetch_once(start, end)
             except (ClientError, BotoCoreError, OSError, asyncio.IncompleteReadError) as err:
                 if attempt + 1 >= FETCH_ATTEMPTS:
                     raise OSError(f"s3://{self.bucket}/{self.key} {start}-{end}: {err}") from err
                 await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            self.bytes_read += len(data)
-            return data
         raise AssertionError("unreachable")
+
+    async def _fetch_once(self, start: int, end: int) -> Bytes:
+        reply = await self.client.get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}"
+        )
+        buffer = np.empty(int(reply["ContentLength"]), np.uint8)
+        filled = 0
+        async with reply["Body"] as body:
+            async for chunk in body.iter_chunks(BODY_CHUNK_BYTES):
+                size = len(chunk)
+                if filled + size > buffer.size:
+                    raise OSError("the reply is longer than its Content-Length")
+                buffer[filled : filled + size] = np.frombuffer(chunk, np.uint8)
+                filled += size
+        if filled != buffer.size:
+            raise OSError(f"got {filled} of {buffer.size} bytes")
+        self.bytes_read += filled
+        return buffer
+
+
+class ByteBudget:
+    """The bytes fetched ahead, held by all the regions a worker reads at once (thread-safe).
+
+    A read ahead waits for room; a read a reader is waiting for never does (it is taken even
+    past the budget, so that no reader can wait on a budget that only readers free).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        """Allow ``capacity`` bytes (always at least one read)."""
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+        self._waiters: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
+
+    def try_take(self, size: int) -> bool:
+        """Take ``size`` bytes if there is room."""
+        with self._lock:
+            if self.used and self.used + size > self.capacity:
+                return False
+            self.used += size
+            return True
+
+    def take(self, size: int) -> None:
+        """Take ``size`` bytes, room or not."""
+        with self._lock:
+            self.used += size
+
+    def give(self, size: int) -> None:
+        """Give ``size`` bytes back and wake whoever waits for room."""
+        with self._lock:
+            self.used -= size
+            waiters = list(self._waiters.items())
+        for event, loop in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    def watch(self, event: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+        """Set ``event`` (on ``loop``) whenever bytes are given back."""
+        with self._lock:
+            self._waiters[event] = loop
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        """Stop setting ``event``."""
+        with self._lock:
+            self._waiters.pop(event, None)
 
 
 class RegionReads:
@@ -124,16 +185,16 @@ class RegionReads:
         fetcher: RangeFetcher,
         size: int,
         loop: asyncio.AbstractEventLoop,
-        budget_bytes: int,
+        budget: ByteBudget,
         requests: int,
         wait_s: float,
     ) -> None:
-        """Serve ``size`` bytes fetched through ``fetcher``; hold at most ``budget_bytes``
-        fetched ahead, with ``requests`` GETs in flight; a reader waits ``wait_s`` at most."""
+        """Serve ``size`` bytes fetched through ``fetcher``; fetch ahead within ``budget``,
+        with ``requests`` GETs in flight; a reader waits ``wait_s`` at most."""
         self.size = size
         self._fetcher = fetcher
         self._loop = loop
-        self._budget = budget_bytes
+        self._budget = budget
         self._wait_s = wait_s
         self._requests = asyncio.Semaphore(requests)
         self._lock = threading.Lock()
@@ -156,7 +217,7 @@ class RegionReads:
         the file in large chunks, each fetched when first needed and the next one ahead."""
         if plan is None:
             self._chunk_bytes = SEQUENTIAL_CHUNK_BYTES
-            self._chunk_budget = max(self._budget, 4 * SEQUENTIAL_CHUNK_BYTES)
+            self._chunk_budget = max(self._budget.capacity // 2, 4 * SEQUENTIAL_CHUNK_BYTES)
             return
         with self._lock:
             self._plan = plan
@@ -168,22 +229,29 @@ class RegionReads:
         self._prefetch = self._loop.create_task(self._fetch_ahead(plan))
 
     async def _fetch_ahead(self, plan: ReadPlan) -> None:
-        for index in plan.order:
-            size = plan.reads[index].size
-            while True:
-                with self._lock:
-                    if index in self._pieces or self._refs[index] == 0:
-                        break
-                    if self._reserved == 0 or self._reserved + size <= self._budget:
-                        self._launch(index)
-                        break
-                self._room.clear()
-                await self._room.wait()
+        self._budget.watch(self._room, self._loop)
+        try:
+            for index in plan.order:
+                size = plan.reads[index].size
+                while True:
+                    self._room.clear()
+                    with self._lock:
+                        if index in self._pieces or self._refs[index] == 0:
+                            break
+                        if self._budget.try_take(size):
+                            self._launch(index, taken=True)
+                            break
+                    await self._room.wait()
+        finally:
+            self._budget.unwatch(self._room)
 
-    def _launch(self, index: int) -> concurrent.futures.Future[Bytes]:
-        """Start fetching planned read ``index`` (lock held)."""
+    def _launch(self, index: int, taken: bool = False) -> concurrent.futures.Future[Bytes]:
+        """Start fetching planned read ``index`` (lock held); ``taken``: its bytes are
+        already taken from the budget."""
         assert self._plan is not None
         read = self._plan.reads[index]
+        if not taken:
+            self._budget.take(read.size)
         self._reserved += read.size
         future = asyncio.run_coroutine_threadsafe(self._get(read.start, read.end), self._loop)
         self._pieces[index] = future
@@ -191,8 +259,7 @@ class RegionReads:
 
     async def _get(self, start: int, end: int) -> Bytes:
         async with self._requests:
-            data = await self._fetcher.fetch(start, end)
-        return np.frombuffer(data, np.uint8)
+            return await self._fetcher.fetch(start, end)
 
     # -- reading (encoder threads) -----------------------------------------------------
 
@@ -207,6 +274,8 @@ class RegionReads:
         while position < end:
             start, data = self._bytes_at(position)
             count = min(end, start + data.size) - position
+            if count <= 0 or position < start:
+                raise OSError(f"fetched bytes {start}-{start + data.size} miss {position}")
             ctypes.memmove(address + position - offset, data.ctypes.data + position - start, count)
             position += count
         return max(0, end - offset)
@@ -268,15 +337,15 @@ class RegionReads:
         index = self._tile_of.get(window)
         if index is None:
             return
-        freed = False
+        freed = 0
         with self._lock:
             for read in plan.tile_reads[index]:
                 self._refs[read] -= 1
                 if self._refs[read] == 0 and self._pieces.pop(read, None) is not None:
                     self._reserved -= plan.reads[read].size
-                    freed = True
+                    freed += plan.reads[read].size
         if freed:
-            self._loop.call_soon_threadsafe(self._room.set)
+            self._budget.give(freed)
 
     async def aclose(self) -> None:
         """Stop fetching ahead and drop every byte held."""
@@ -287,7 +356,8 @@ class RegionReads:
             pending = [*self._pieces.values(), *self._chunks.values()]
             self._pieces.clear()
             self._chunks.clear()
-            self._reserved = 0
+            reserved, self._reserved = self._reserved, 0
+        self._budget.give(reserved)
         for future in pending:
             future.cancel()
 
@@ -357,6 +427,7 @@ class ReadAhead:
         self._s3 = s3
         self._make_client = make_client
         self._settings = settings
+        self._budget = ByteBudget(settings.budget_bytes)
 
     @asynccontextmanager
     async def region(
@@ -404,7 +475,7 @@ class ReadAhead:
             ranges,
             size,
             asyncio.get_running_loop(),
-            settings.budget_bytes,
+            self._budget,
             settings.requests,
             settings.wait_s,
         )
