@@ -11,11 +11,12 @@ computed from it. Other images answer None: their reads are not planned (see
 from __future__ import annotations
 
 import base64
+import warnings
 from collections.abc import Sequence
 
 import rasterio
 from rasterio.enums import Interleaving
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 
 from tiling.byteranges import ByteRange, ReadPlan, plan_reads
@@ -120,7 +121,10 @@ def plan_window_reads(path: str, windows: Sequence[Window], range_bytes: int) ->
     """
     ensure_thread_env()
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             blocks = window_blocks(src, windows)
     except RasterioError as err:
         raise ImageOpenError(f"cannot open {path}: {err}") from err

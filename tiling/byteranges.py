@@ -71,7 +71,7 @@ def _cut(run: list[ByteRange], target: int) -> list[ByteRange]:
                 reads.append(ByteRange(start, block.end))
         elif block.end - start >= target:
             reads.append(ByteRange(start, block.end))
-            start = following.start
+            start = max(following.start, block.end)  # blocks' margins may overlap
     return reads
 
 
@@ -87,11 +87,13 @@ def plan_reads(
     reads = [r for run in _runs(blocks, max_gap_bytes) for r in _cut(run, target_bytes)]
     starts = [r.start for r in reads]
 
-    def read_of(block: ByteRange) -> int:
-        return bisect.bisect_right(starts, block.start) - 1
+    def reads_of(block: ByteRange) -> range:
+        """The reads a block lies in: one, or two where blocks' margins overlap."""
+        first = max(0, bisect.bisect_right(starts, block.start) - 1)
+        return range(first, bisect.bisect_right(starts, block.end - 1))
 
     tile_reads = tuple(
-        tuple(sorted({read_of(b) for b in tile if b.size > 0})) for tile in tile_blocks
+        tuple(sorted({i for b in tile if b.size > 0 for i in reads_of(b)})) for tile in tile_blocks
     )
     order: dict[int, None] = {}
     for needed in tile_reads:
