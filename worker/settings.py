@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     image_read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     # s3:// images: a region's bytes fetched ahead of the encoders in large ranged GETs.
     read_ahead: bool = True
-    read_ahead_mb: Annotated[int, Field(ge=8)] = 128
+    read_ahead_mb: Annotated[int, Field(ge=8)] = 96
     read_range_mb: Annotated[int, Field(ge=1, le=256)] = 16
     read_requests: Annotated[int, Field(ge=1, le=64)] = 4
     dem_url: str | None = None
