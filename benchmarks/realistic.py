@@ -25,11 +25,13 @@ Suites:
 - ``limiter``: the GeoTIFF with NITF tiles against the plain server and against the project's
   server with ``--sleep-ms`` (50), each with the adaptive limit (``gradient``, up to 16) and
   with fixed limits (``aimd``, no throttling here) of 1, 2, 4, 8 and 16, in the same sitting.
-- ``memory``: the GeoTIFF at ``--memory-sizes`` (peak RSS against image size).
+- ``memory``: the GeoTIFF at ``--memory-sizes`` (peak RSS against image size); a negative
+  size is the easy image of that size (a 40000 x 40000 incompressible GeoTIFF is 4.8 GB, and
+  moto reads the whole object for every GET).
 
     python -m benchmarks.realistic --suite main --runs 3
     python -m benchmarks.realistic --suite limiter --runs 3
-    python -m benchmarks.realistic --suite memory --memory-sizes 10000,20000,40000 --runs 1
+    python -m benchmarks.realistic --suite memory --memory-sizes 10000,20000,-40000 --runs 1
 """
 
 from __future__ import annotations
@@ -244,7 +246,12 @@ def suite(name: str, sizes: list[int], sleep_ms: int) -> list[Case]:
                 for n in (1, 2, 4, 8, 16)
             ]
         return cases
-    return [Case(f"GeoTIFF {s} x {s}, NITF tiles, plain server", "tiff", size=s) for s in sizes]
+    return [
+        Case(f"GeoTIFF {s} x {s}, NITF tiles, plain server", "tiff", size=s)
+        if s > 0
+        else Case(f"easy image {-s} x {-s}, NITF tiles, plain server", "easy", size=-s)
+        for s in sizes
+    ]
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -279,7 +286,7 @@ def main() -> None:
     parser.add_argument("--suite", choices=("main", "limiter", "memory"), default="main")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sleep-ms", type=int, default=50)
-    parser.add_argument("--memory-sizes", default="10000,20000,40000")
+    parser.add_argument("--memory-sizes", default="10000,20000,-40000")
     parser.add_argument("--only", default="", help="run only cases whose label has this text")
     parser.add_argument("--images", type=Path, default=Path("/tmp/modelrunner-bench"))
     args = parser.parse_args()

@@ -28,11 +28,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import TYPE_CHECKING, Any
 
 from tiling.blockmap import plan_window_reads
 from tiling.byteranges import ReadPlan, interleave
@@ -40,6 +36,7 @@ from tiling.gdalenv import ReadCredentials
 from tiling.grid import Window
 from tiling.vsiplugin import serving
 from worker.metrics import tile_stats
+from worker.s3ranges import Bytes, RangeFetcher, S3Ranges
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -49,82 +46,6 @@ log = logging.getLogger(__name__)
 HEADER_CHUNK_BYTES = 256 << 10  # chunks for reads outside the plan (headers)
 HEADER_CACHE_BYTES = 16 << 20
 SEQUENTIAL_CHUNK_BYTES = 8 << 20  # chunks of an image read without a plan
-FETCH_ATTEMPTS = 3
-BODY_CHUNK_BYTES = 1 << 20
-
-Bytes = npt.NDArray[np.uint8]
-
-
-class RangeFetcher(Protocol):
-    """Fetches byte ranges of one object."""
-
-    async def fetch(self, start: int, end: int) -> Bytes:
-        """Bytes ``start`` to ``end`` (exclusive; clipped to the object).
-
-        Raises:
-            OSError: If they cannot be had.
-        """
-        ...
-
-
-@dataclass
-class S3Ranges:
-    """Ranged GETs of one S3 object through an aiobotocore client; counts GETs and bytes."""
-
-    client: S3Client
-    bucket: str
-    key: str
-    gets: int = 0
-    bytes_read: int = 0
-
-    async def size(self) -> int:
-        """The object's length (a HEAD request).
-
-        Raises:
-            OSError: If the object cannot be found or read.
-        """
-        try:
-            reply = await self.client.head_object(Bucket=self.bucket, Key=self.key)
-        except (ClientError, BotoCoreError) as err:
-            raise OSError(f"s3://{self.bucket}/{self.key}: {err}") from err
-        return int(reply["ContentLength"])
-
-    async def fetch(self, start: int, end: int) -> Bytes:
-        """Bytes ``start`` to ``end`` (exclusive), retried on a broken transfer.
-
-        The body is copied into one buffer as it arrives: joining a list of chunks at the end
-        would hold every byte twice for a moment.
-
-        Raises:
-            OSError: If they cannot be had.
-        """
-        for attempt in range(FETCH_ATTEMPTS):
-            self.gets += 1
-            try:
-                return await self._fetch_once(start, end)
-            except (ClientError, BotoCoreError, OSError, asyncio.IncompleteReadError) as err:
-                if attempt + 1 >= FETCH_ATTEMPTS:
-                    raise OSError(f"s3://{self.bucket}/{self.key} {start}-{end}: {err}") from err
-                await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    async def _fetch_once(self, start: int, end: int) -> Bytes:
-        reply = await self.client.get_object(
-            Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}"
-        )
-        buffer = np.empty(int(reply["ContentLength"]), np.uint8)
-        filled = 0
-        async with reply["Body"] as body:
-            async for chunk in body.iter_chunks(BODY_CHUNK_BYTES):
-                size = len(chunk)
-                if filled + size > buffer.size:
-                    raise OSError("the reply is longer than its Content-Length")
-                buffer[filled : filled + size] = np.frombuffer(chunk, np.uint8)
-                filled += size
-        if filled != buffer.size:
-            raise OSError(f"got {filled} of {buffer.size} bytes")
-        self.bytes_read += filled
-        return buffer
 
 
 class ByteBudget:
@@ -444,7 +365,7 @@ class ReadAhead:
         """
         bucket, _, key = url.removeprefix("s3://").partition("/")
         if credentials is None:
-            async with self._open(self._s3, bucket, key, url, bands, run_in_thread) as source:
+            async with self._open(self._s3, bucket, key, bands, run_in_thread) as source:
                 yield source
             return
         keys = {
@@ -454,7 +375,7 @@ class ReadAhead:
         }
         async with (
             self._make_client(**keys) as client,
-            self._open(client, bucket, key, url, bands, run_in_thread) as source,
+            self._open(client, bucket, key, bands, run_in_thread) as source,
         ):
             yield source
 
@@ -464,7 +385,6 @@ class ReadAhead:
         client: S3Client,
         bucket: str,
         key: str,
-        url: str,
         bands: Sequence[Sequence[Window]],
         run_in_thread: Callable[..., Any],
     ) -> AsyncIterator[RegionSource]:
