@@ -126,6 +126,21 @@ def plan_window_reads(path: str, windows: Sequence[Window], range_bytes: int) ->
             src = rasterio.open(path)
         with src:
             blocks = window_blocks(src, windows)
+            streams = band_streams(src)
     except RasterioError as err:
         raise ImageOpenError(f"cannot open {path}: {err}") from err
-    return plan_reads(blocks, range_bytes) if blocks is not None else None
+    if blocks is None:
+        return None
+    # A tile of a band-separate image needs a read per band at once: smaller reads keep the
+    # bytes held for the tiles in progress the same.
+    return plan_reads(blocks, max(1, range_bytes // streams))
+
+
+def band_streams(src: DatasetReader) -> int:
+    """How many separate runs of bytes a window's pixels lie in: the band count where each
+    band is stored apart (GeoTIFF band interleaving, NITF IMODE B or S), else 1."""
+    if src.driver == "GTiff" and src.interleaving is Interleaving.band:
+        return int(src.count)
+    if src.driver == "NITF" and src.tags().get("NITF_IMODE") in ("B", "S"):
+        return int(src.count)
+    return 1
