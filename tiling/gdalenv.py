@@ -65,21 +65,28 @@ def vsi_path(url: str) -> str | None:
 
 
 @functools.cache
-def _clear_function() -> Callable[[bytes], None] | None:
-    """``VSICurlPartialClearCache`` of the libgdal this process loaded (rasterio's), if found.
+def libgdal() -> ctypes.CDLL | None:
+    """The libgdal this process loaded (rasterio's), None if it cannot be found.
 
-    rasterio does not wrap it; the library is found in ``/proc/self/maps`` so that the very
-    GDAL rasterio uses is called, not a second copy.
+    It is found in ``/proc/self/maps`` so that the very GDAL rasterio uses is called, not a
+    second copy.
     """
     try:
         maps = Path("/proc/self/maps").read_text().split("\n")
     except OSError:
         maps = []
     paths = {line.split()[-1] for line in maps if "/libgdal" in line}
-    if not paths:
+    return ctypes.CDLL(min(paths)) if paths else None
+
+
+@functools.cache
+def _clear_function() -> Callable[[bytes], None] | None:
+    """``VSICurlPartialClearCache`` of rasterio's libgdal (rasterio does not wrap it), if found."""
+    gdal = libgdal()
+    if gdal is None:
         log.warning("libgdal not found: GDAL's /vsis3 cache cannot be cleared per image")
         return None
-    function = ctypes.CDLL(min(paths)).VSICurlPartialClearCache
+    function = gdal.VSICurlPartialClearCache
     function.argtypes = [ctypes.c_char_p]
     function.restype = None
     clear: Callable[[bytes], None] = function

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,10 +239,22 @@ class WindowReader:
     thread may still be reading).
     """
 
-    def __init__(self, url: str, credentials: ReadCredentials | None = None) -> None:
-        """Prepare to read ``url``, with ``credentials`` if given (else the worker's own)."""
+    def __init__(
+        self,
+        url: str,
+        credentials: ReadCredentials | None = None,
+        path: str | None = None,
+        on_read: Callable[[Window], None] | None = None,
+    ) -> None:
+        """Prepare to read ``url``, with ``credentials`` if given (else the worker's own).
+
+        With ``path``, GDAL opens that path for the image's bytes instead (bytes fetched ahead,
+        served by :mod:`tiling.vsiplugin`); ``on_read`` is told of every window read.
+        """
         self._url = url
         self._credentials = credentials
+        self._path = path
+        self._on_read = on_read
         self._handle: DatasetReader | None = None
         self._holding: ExitStack | None = None
         self._lock = threading.Lock()
@@ -258,18 +270,25 @@ class WindowReader:
         try:
             with self._lock:
                 if self._credentials is None:  # the common case: nothing to set up
-                    return self._read_locked(rio_window)
-                with _reading_as(self._url, self._credentials):
-                    return self._read_locked(rio_window)
+                    pixels = self._read_locked(rio_window)
+                else:
+                    with _reading_as(self._url, self._credentials):
+                        pixels = self._read_locked(rio_window)
         except RasterioError as err:
             # rasterio says "Read failed. See previous exception"; GDAL's reason is the cause.
             reason = err.__cause__ or err
             raise ImageOpenError(f"cannot read {window} of {self._url}: {reason}") from err
+        if self._on_read is not None:
+            self._on_read(window)
+        return pixels
 
     def _read_locked(self, window: RioWindow) -> npt.NDArray[Any]:
         if self._handle is None:
             self._holding = _holding(self._url, self._credentials)
-            self._handle = _open(self._url, self._credentials)
+            if self._path is None:
+                self._handle = _open(self._url, self._credentials)
+            else:
+                self._handle = _open_path(self._url, self._path)
         return np.asarray(self._handle.read(window=window))
 
     def close(self) -> None:

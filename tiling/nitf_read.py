@@ -76,6 +76,24 @@ def read_uncompressed(data: bytes) -> npt.NDArray[Any] | None:
 _Layout = tuple[int, int, int, np.dtype[Any], bytes, int, int, int, int]
 
 
+def image_layout(headers: bytes) -> tuple[int, _Layout] | None:
+    """Where the first image's pixels start and how they are laid out, from the file header
+    followed by the first image subheader (no pixels needed); None when this module does not
+    cover the image (see the module docstring)."""
+    if not headers.startswith(_VERSIONS) or len(headers) < _LI1.stop:
+        return None
+    try:
+        if int(headers[_NUMI]) < 1:
+            return None
+        header_length, subheader_length = int(headers[_HL]), int(headers[_LISH1])
+        if headers[header_length : header_length + 2] != b"IM":
+            return None
+        layout = _layout(_Fields(headers, header_length + _NROWS_AT))
+    except ValueError:
+        return None
+    return header_length + subheader_length, layout
+
+
 def _layout(fields: _Fields) -> _Layout:
     """The pixel layout from an image subheader read from NROWS on.
 

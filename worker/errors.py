@@ -31,13 +31,20 @@ class EndpointRetryableError(EndpointError, RetryableError):
     """Throttling, 5xx, timeouts and connection errors from a model endpoint."""
 
     def __init__(
-        self, message: str, retry_after_s: float | None = None, *, throttled: bool = False
+        self,
+        message: str,
+        retry_after_s: float | None = None,
+        *,
+        throttled: bool = False,
+        unreachable: bool = False,
     ) -> None:
         """``retry_after_s``: how long the endpoint asked to wait (its Retry-After), if it did;
-        ``throttled``: the endpoint said it is overloaded (429, 503, ThrottlingException)."""
+        ``throttled``: the endpoint said it is overloaded (429, 503, ThrottlingException);
+        ``unreachable``: no reply at all (connection error or timeout)."""
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.throttled = throttled
+        self.unreachable = unreachable
 
 
 class EndpointPermanentError(EndpointError, PermanentError):

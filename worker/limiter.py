@@ -5,21 +5,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 DECREASE_GUARD_S = 0.5
 
 
 class Slot:
-    """One call's place under the limit; tell it when the endpoint throttled."""
+    """One call's place under the limit; tell it when the endpoint throttled or failed."""
 
     def __init__(self) -> None:
         """A slot whose call has not been throttled."""
         self.was_throttled = False
+        self.was_overloaded = False
 
     def throttled(self) -> None:
         """The endpoint asked to slow down (429, 503, ThrottlingException)."""
         self.was_throttled = True
+
+    def overloaded(self) -> None:
+        """The call could not connect or timed out: a sign of overload too."""
+        self.was_overloaded = True
+
+
+class Limiter(Protocol):
+    """A concurrency limit on one endpoint's calls."""
+
+    def slot(self) -> AbstractAsyncContextManager[Slot]:
+        """Wait for room under the limit, hold it for one call."""
+        ...
 
 
 class AimdLimiter:

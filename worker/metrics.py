@@ -32,6 +32,8 @@ class TileStats:
     failures: int = 0
     retries: int = 0
     throttles: int = 0
+    s3_gets: int = 0  # GETs of the image's bytes fetched ahead (0: GDAL read them itself)
+    s3_bytes_read: int = 0
 
 
 _tile_stats: contextvars.ContextVar[TileStats | None] = contextvars.ContextVar(
@@ -116,6 +118,9 @@ def region_values(stats: TileStats, tiles: int, seconds: float) -> dict[str, tup
         "RegionSeconds": (round(seconds, 3), "Seconds"),
         "TilesPerSecond": (round(tiles / seconds, 3) if seconds > 0 else 0.0, "Count/Second"),
     }
+    if stats.s3_gets:
+        values["S3Gets"] = (stats.s3_gets, "Count")
+        values["S3BytesRead"] = (stats.s3_bytes_read, "Bytes")
     if stats.latencies_s:
         p50, p90, top = np.percentile(stats.latencies_s, [50, 90, 100]).tolist()
         values["TileLatencyP50"] = (round(1000 * p50, 1), "Milliseconds")

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from worker.output import FinalSource, finalise_image
 from worker.plan import ImagePlan, plan_image
 from worker.policy import check_image_size
 from worker.ports import EndpointFactory, ModelEndpoint, OutputProgress, SinkFactory
+from worker.readahead import ReadAhead, RegionSource, report_reads
 from worker.regions import Region, split_regions
 from worker.roles import ReadCredentialSource, image_read_credentials
 from worker.settings import Settings
@@ -164,14 +166,17 @@ class ImagePipeline:
         sinks: SinkFactory,
         executor: Executor,
         read_roles: ReadCredentialSource | None = None,
+        read_ahead: ReadAhead | None = None,
     ) -> None:
         """Wire the pipeline to its ports; ``read_roles`` serves requests with an
-        ``imageReadRole`` (without it such requests fail)."""
+        ``imageReadRole`` (without it such requests fail); ``read_ahead`` fetches the bytes
+        of ``s3://`` images ahead of the encoders (without it GDAL reads them itself)."""
         self._settings = settings
         self._endpoints = endpoints
         self._sinks = sinks
         self._executor = executor
         self._read_roles = read_roles
+        self._read_ahead = read_ahead
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -246,12 +251,14 @@ class ImagePipeline:
         the ``encode_threads`` encoders reads its own contiguous band of the tiles through its
         own GDAL handle, so the source blocks under overlapping tiles are decoded once, and
         encodes ``ENCODE_BATCH`` tiles per trip to the thread pool, so the pool's threads are
-        not left waiting for the event loop after every tile.
+        not left waiting for the event loop after every tile. The bytes of an ``s3://`` image
+        are fetched ahead of the encoders in a few large reads (:mod:`worker.readahead`).
         """
         plan, info = job.plan, job.info
         endpoint = await self._endpoints.for_request(job.request)
         lanes = max(1, min(self._settings.encode_threads, len(tiles)))
         share = -(-len(tiles) // lanes)
+        bands = [tiles[lane * share : (lane + 1) * share] for lane in range(lanes)]
         largest = max((w.width * w.height for w in tiles), default=1)
         tile_bytes = largest * info.band_count * np.dtype(info.dtype).itemsize
         batch = max(1, min(ENCODE_BATCH, ENCODE_BATCH_BYTES // tile_bytes))
@@ -260,39 +267,63 @@ class ImagePipeline:
         # Kept in tile order, not reply order: the same tiles give the same table, so a
         # resumed finalisation writes its features in the same order.
         found: dict[Window, DetectionTable] = {}
+        async with AsyncExitStack() as stack:
+            source = await self._region_source(stack, job, bands)
 
-        async def encoder(band: list[Window]) -> None:
-            with WindowReader(job.url, job.credentials) as reader:
-                for start in range(0, len(band), batch):
-                    windows = band[start : start + batch]
-                    encoded = await self._in_thread(
-                        encode_windows,
-                        reader,
-                        info,
-                        windows,
-                        plan.tile_format,
-                        plan.tile_compression,
-                    )
-                    for window, payload in zip(windows, encoded, strict=True):
-                        if isinstance(payload, TilingError):
-                            self._tile_failed(window, payload, progress)
-                            progress.done += 1  # failed before the endpoint: done here
-                        else:
-                            await ready.put((window, payload))
+            def reader() -> WindowReader:
+                if source is None:
+                    return WindowReader(job.url, job.credentials)
+                return WindowReader(job.url, None, source.path, source.reads.done)
 
-        async def caller() -> None:
-            while (item := await ready.get()) is not None:
-                found[item[0]] = await self._call(plan, item[0], item[1], endpoint, progress)
-                progress.done += 1
+            async def encoder(band: list[Window]) -> None:
+                with reader() as window_reader:
+                    for start in range(0, len(band), batch):
+                        windows = band[start : start + batch]
+                        encoded = await self._in_thread(
+                            encode_windows,
+                            window_reader,
+                            info,
+                            windows,
+                            plan.tile_format,
+                            plan.tile_compression,
+                        )
+                        for window, payload in zip(windows, encoded, strict=True):
+                            if isinstance(payload, TilingError):
+                                self._tile_failed(window, payload, progress)
+                                progress.done += 1  # failed before the endpoint: done here
+                            else:
+                                await ready.put((window, payload))
 
-        async with asyncio.TaskGroup() as group:
-            callers = [group.create_task(caller()) for _ in range(concurrency)]
-            async with asyncio.TaskGroup() as encoders:
-                for lane in range(lanes):
-                    encoders.create_task(encoder(tiles[lane * share : (lane + 1) * share]))
-            for _ in callers:
-                await ready.put(None)
+            async def caller() -> None:
+                while (item := await ready.get()) is not None:
+                    found[item[0]] = await self._call(plan, item[0], item[1], endpoint, progress)
+                    progress.done += 1
+
+            async with asyncio.TaskGroup() as group:
+                callers = [group.create_task(caller()) for _ in range(concurrency)]
+                async with asyncio.TaskGroup() as encoders:
+                    for band in bands:
+                        encoders.create_task(encoder(band))
+                for _ in callers:
+                    await ready.put(None)
+            if source is not None:
+                report_reads(job.job_id, job.url, source, len(tiles), source.reads.size)
         return [found[window] for window in tiles if window in found]
+
+    async def _region_source(
+        self, stack: AsyncExitStack, job: ImageJob, bands: list[list[Window]]
+    ) -> RegionSource | None:
+        """The region's bytes fetched ahead, None where GDAL reads the image itself (read-ahead
+        off, not ``s3://``, a SICD in several segments, or the object cannot be read so)."""
+        if self._read_ahead is None or not job.url.startswith("s3://") or job.info.sicd:
+            return None
+        try:
+            return await stack.enter_async_context(
+                self._read_ahead.region(job.url, job.credentials, bands, self._in_thread)
+            )
+        except (OSError, ImageOpenError) as err:
+            log.warning("job %s image %s: no read-ahead (%s); GDAL reads", job.job_id, job.url, err)
+            return None
 
     async def _call(
         self,

@@ -6,9 +6,14 @@ fakes (``tests/fakes.py``) implement them in memory. Nothing here does I/O.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
+from tiling.gdalenv import ReadCredentials
 from worker.contract.messages import ImageRequest
 from worker.contract.records import ImageOutcome, ImageRecord, RunPlan
 from worker.contract.status import StatusEvent
@@ -234,4 +239,40 @@ class SinkFactory(Protocol):
 
     async def for_request(self, request: ImageRequest) -> list[Sink]:
         """Return the request's outputs."""
+        ...
+
+
+Bytes = npt.NDArray[np.uint8]
+
+
+class ObjectRanges(Protocol):
+    """Ranged reads of one stored object (an ``s3://`` image), counted."""
+
+    gets: int
+    bytes_read: int
+
+    async def size(self) -> int:
+        """The object's length.
+
+        Raises:
+            OSError: If the object cannot be found or read.
+        """
+        ...
+
+    async def fetch(self, start: int, end: int) -> Bytes:
+        """Bytes ``start`` to ``end`` (exclusive; clipped to the object).
+
+        Raises:
+            OSError: If they cannot be had.
+        """
+        ...
+
+
+class ObjectSource(Protocol):
+    """Opens stored objects for ranged reads, under an image's read credentials or none."""
+
+    def open(
+        self, url: str, credentials: ReadCredentials | None
+    ) -> AbstractAsyncContextManager[ObjectRanges]:
+        """Ranged reads of the object at ``url``."""
         ...

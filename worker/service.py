@@ -19,6 +19,7 @@ from worker.adapters.credentials import RoleClients
 from worker.adapters.dynamodb import DynamoJobStore
 from worker.adapters.endpoints import HttpEndpoint, SageMakerEndpoint
 from worker.adapters.s3_staging import S3Staging
+from worker.adapters.s3ranges import ClientMaker, S3Objects
 from worker.adapters.sinks import KinesisSink, S3Sink
 from worker.adapters.sns import LogStatusPublisher, SnsStatusPublisher
 from worker.adapters.sqs import SqsQueue
@@ -27,12 +28,14 @@ from worker.capacity import CapacityGate
 from worker.contract.messages import ImageRequest, KinesisOutput, ProcessorType
 from worker.fanout import ImageStartHandler, RegionQueueHandler
 from worker.finaliser import Finaliser
+from worker.gradient import GradientLimiter
 from worker.handlers import ImageHandler, RegionHandler
-from worker.limiter import AimdLimiter
+from worker.limiter import AimdLimiter, Limiter
 from worker.loop import Queues, Worker
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
 from worker.ports import ModelEndpoint, Sink, StatusPublisher
+from worker.readahead import ReadAhead, ReadAheadSettings
 from worker.reporter import Reporter, Reporting
 from worker.runner import Runner
 from worker.settings import Settings
@@ -77,13 +80,19 @@ class Endpoints:
         self._sagemaker = sagemaker
         self._roles = roles
         self._variants = variants
-        self._limiters: dict[str, AimdLimiter] = {}
+        self._limiters: dict[str, Limiter] = {}
 
-    def _limiter(self, endpoint: str) -> AimdLimiter:
-        """One limit per endpoint, shared by every job this worker runs on it."""
+    def _limiter(self, endpoint: str) -> Limiter:
+        """One limit per endpoint, shared by every job this worker runs on it: one that follows
+        the endpoint's latency (``gradient``), or a fixed one that halves on throttling only
+        (``aimd``)."""
         limiter = self._limiters.get(endpoint)
         if limiter is None:
-            limiter = AimdLimiter(self._settings.endpoint_concurrency)
+            maximum = self._settings.endpoint_concurrency
+            if self._settings.endpoint_limiter == "aimd":
+                limiter = AimdLimiter(maximum)
+            else:
+                limiter = GradientLimiter(maximum, self._settings.endpoint_concurrency_floor)
             self._limiters[endpoint] = limiter
         return limiter
 
@@ -157,6 +166,21 @@ class Sinks:
         return sinks
 
 
+def _read_ahead(settings: Settings, s3: S3Client, make_client: ClientMaker) -> ReadAhead | None:
+    """The read-ahead of ``s3://`` images, None when switched off."""
+    if not settings.read_ahead:
+        return None
+    return ReadAhead(
+        S3Objects(s3, make_client),
+        ReadAheadSettings(
+            range_bytes=settings.read_range_mb << 20,
+            budget_bytes=settings.read_ahead_mb << 20,
+            requests=settings.read_requests,
+            wait_s=settings.image_read_timeout_s,
+        ),
+    )
+
+
 async def _queue_url(sqs: SQSClient, name_or_url: str) -> str:
     if name_or_url.startswith(("https://", "http://")):
         return name_or_url
@@ -175,6 +199,7 @@ class _Clients:
     control: SageMakerClient
     http: aiohttp.ClientSession
     roles: RoleClients
+    make_s3: ClientMaker  # an S3 client under other keys (an image's read role)
 
 
 async def _open_clients(stack: AsyncExitStack, settings: Settings) -> _Clients:
@@ -200,6 +225,7 @@ async def _open_clients(stack: AsyncExitStack, settings: Settings) -> _Clients:
         control=await client("sagemaker"),
         http=http,
         roles=roles,
+        make_s3=lambda **keys: session.create_client("s3", **args, **keys),
     )
 
 
@@ -265,6 +291,7 @@ async def _wire(
         ),
         executor,
         clients.roles,
+        _read_ahead(settings, clients.s3, clients.make_s3),
     )
     metrics = MetricsWriter() if settings.metrics else None
     jobs = DynamoJobStore(

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     staging_bucket: str = "modelrunner-staging"
     staging_prefix: str = "staging"
     endpoint_concurrency: Annotated[int, Field(ge=1, le=512)] = 16
+    # "gradient": the limit follows each endpoint's latency between the floor and
+    # endpoint_concurrency; "aimd": it stays at endpoint_concurrency unless throttled.
+    endpoint_limiter: Literal["gradient", "aimd"] = "gradient"
+    endpoint_concurrency_floor: Annotated[int, Field(ge=1, le=512)] = 2
     encode_threads: Annotated[int, Field(ge=1, le=64)] = 2
     region_size_px: Annotated[int, Field(ge=256)] = 10240
     poll_wait_s: Annotated[int, Field(ge=0, le=20)] = 5
@@ -51,6 +55,11 @@ class Settings(BaseSettings):
     job_record_ttl_days: Annotated[int, Field(ge=1)] = 7
     gdal_cache_mb: Annotated[int, Field(ge=8)] = 64
     image_read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # s3:// images: a region's bytes fetched ahead of the encoders in large ranged GETs.
+    read_ahead: bool = True
+    read_ahead_mb: Annotated[int, Field(ge=8)] = 96
+    read_range_mb: Annotated[int, Field(ge=1, le=256)] = 16
+    read_requests: Annotated[int, Field(ge=1, le=64)] = 4
     dem_url: str | None = None
     image_url_schemes: str = "s3"
     endpoint_hosts: str = ""

@@ -18,7 +18,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import EndpointPermanentError, EndpointRetryableError
-from worker.limiter import AimdLimiter
+from worker.limiter import Limiter
 from worker.metrics import tile_stats
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ READ_CHUNK_BYTES = 1024 * 1024
 
 
 async def with_retries(
-    call: Callable[[], Awaitable[bytes]], retries: int, what: str, limiter: AimdLimiter
+    call: Callable[[], Awaitable[bytes]], retries: int, what: str, limiter: Limiter
 ) -> bytes:
     """Run ``call()`` under the endpoint's limit; retry EndpointRetryableError with
     full-jitter backoff, or after the endpoint's Retry-After."""
@@ -53,6 +53,8 @@ async def with_retries(
                         slot.throttled()
                         if (stats := tile_stats()) is not None:
                             stats.throttles += 1
+                    elif err.unreachable:
+                        slot.overloaded()
                     raise
         except EndpointRetryableError as err:
             if attempt >= retries:
@@ -107,7 +109,7 @@ class HttpEndpoint:
         custom_attributes: str | None,
         timeout_s: float,
         retries: int,
-        limiter: AimdLimiter,
+        limiter: Limiter,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         """Call ``url`` through the pooled ``session``, under ``limiter``."""
@@ -141,7 +143,9 @@ class HttpEndpoint:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise EndpointRetryableError(f"{self.url}: {type(err).__name__}: {err}") from err
+            raise EndpointRetryableError(
+                f"{self.url}: {type(err).__name__}: {err}", unreachable=True
+            ) from err
         if status == 200:  # noqa: PLR2004
             return body
         message = body[:MAX_ERROR_CHARS].decode(errors="replace")
@@ -163,7 +167,7 @@ class SageMakerEndpoint:
         name: str,
         parameters: dict[str, Any],
         retries: int,
-        limiter: AimdLimiter,
+        limiter: Limiter,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         """Invoke ``name`` through ``client`` with ``parameters`` (ContentType, ...)."""
@@ -199,4 +203,4 @@ class SageMakerEndpoint:
                 raise EndpointRetryableError(text, throttled=throttled) from err
             raise EndpointPermanentError(text) from err
         except BotoCoreError as err:
-            raise EndpointRetryableError(f"{self.name}: {err}") from err
+            raise EndpointRetryableError(f"{self.name}: {err}", unreachable=True) from err
