@@ -69,10 +69,11 @@ from tiling.grid import Window
 from tiling.image import WindowReader
 from worker.contract.messages import VALID_PAIRS, ImageRequest
 from worker.images import ImageRef
-from worker.pipeline import ImageJob, ImagePipeline, TileProgress, encode_window
+from worker.pipeline import ImageJob, ImagePipeline, TileProgress
 from worker.ports import ModelEndpoint, Sink
 from worker.regions import Region
 from worker.settings import Settings
+from worker.tiles import encode_window
 
 # The valid pairs (README "Tile format and compression pairs").
 PAIRS = VALID_PAIRS

@@ -8,7 +8,7 @@ from tiling.encode import decode_tile
 from tiling.errors import ImageOpenError
 from tiling.grid import Window
 from tiling.image import WindowReader, describe_image
-from worker.pipeline import encode_windows
+from worker.tiles import encode_windows
 
 
 class OneBadWindow(WindowReader):
