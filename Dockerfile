@@ -42,10 +42,13 @@ FROM builder AS wheels-local
 RUN --mount=type=secret,id=pip-cert,target=/etc/ssl/certs/ca-certificates.crt \
     pip wheel --no-cache-dir --wheel-dir /wheels -r requirements-local.txt
 
+# Resolved together with the runtime dependencies: alone, pip would pick versions they exclude
+# (a pydantic bioimageio.core cannot use, a dateutil botocore refuses).
 FROM builder AS wheels-bioimageio
 RUN --mount=type=secret,id=pip-cert,target=/etc/ssl/certs/ca-certificates.crt \
     --mount=type=bind,from=wheels-deps,source=/wheels,target=/deps \
-    pip wheel --no-cache-dir --find-links=/deps --wheel-dir /wheels -r requirements-bioimageio.txt
+    pip wheel --no-cache-dir --find-links=/deps --wheel-dir /wheels \
+        -r requirements-deps.txt -r requirements-bioimageio.txt
 
 # The project twice: /wheels/worker is built from worker, tiling and postprocessing alone (what
 # the worker image runs); /wheels/all adds models and infra (test models, bootstrap, local stack).
