@@ -4,6 +4,7 @@ Counts GETs and bytes."""
 from __future__ import annotations
 
 import asyncio
+import mmap
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -69,7 +70,10 @@ class S3Ranges:
         reply = await self.client.get_object(
             Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}"
         )
-        buffer = np.empty(int(reply["ContentLength"]), np.uint8)
+        # Anonymous memory of its own: given back to the system as soon as the read is dropped
+        # (buffers of several MiB freed into the heap stayed in the worker's RSS).
+        length = int(reply["ContentLength"])
+        buffer = np.frombuffer(mmap.mmap(-1, max(1, length)), np.uint8)[:length]
         filled = 0
         async with reply["Body"] as body:
             async for chunk in body.iter_chunks(BODY_CHUNK_BYTES):
