@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Final, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from worker.contract.messages import ImageRequest, WireModel
-from worker.contract.parsing import RequestLimits, describe_validation_error, parse_image_request
-from worker.errors import InvalidRequestError
+from worker.contract.parsing import RequestLimits, parse_carrier
 
 IMAGE_START: Final = "imageStart"
 
@@ -55,14 +54,5 @@ def parse_image_start(
     Raises:
         InvalidRequestError: With a message naming the field and the reason.
     """
-    try:
-        start = ImageStart.model_validate_json(body)
-    except ValidationError as err:
-        raise InvalidRequestError(f"invalid ImageStart: {describe_validation_error(err)}") from err
-    request = parse_image_request(start.image_request, limits)
-    if request.job_id != start.job_id or start.image_index >= len(request.image_urls):
-        raise InvalidRequestError(
-            f"ImageStart for job {start.job_id} image {start.image_index} does not match"
-            f" its imageRequest (job {request.job_id}, {len(request.image_urls)} images)"
-        )
+    start, request = parse_carrier(ImageStart, body, limits)
     return start, request

@@ -10,10 +10,11 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import orjson
 import shapely
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from worker.contract.messages import ImageRequest
@@ -122,3 +123,37 @@ def job_id_of(body: str | bytes) -> str | None:
         return None
     job_id = raw.get("jobId") if isinstance(raw, dict) else None
     return job_id if isinstance(job_id, str) and job_id else None
+
+
+class CarriesRequest(Protocol):
+    """A fleet message that carries its ImageRequest body for one image of it."""
+
+    job_id: str
+    image_index: int
+    image_request: str
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_carrier(
+    model: type[M], body: str | bytes, limits: RequestLimits | None = None
+) -> tuple[M, ImageRequest]:
+    """Parse a fleet message (``model``) and the ImageRequest it carries, checked to match.
+
+    Raises:
+        InvalidRequestError: With a message naming the field and the reason.
+    """
+    name = model.__name__
+    try:
+        message = model.model_validate_json(body)
+    except ValidationError as err:
+        raise InvalidRequestError(f"invalid {name}: {describe_validation_error(err)}") from err
+    carried: CarriesRequest = message  # type: ignore[assignment]
+    request = parse_image_request(carried.image_request, limits)
+    if request.job_id != carried.job_id or carried.image_index >= len(request.image_urls):
+        raise InvalidRequestError(
+            f"{name} for job {carried.job_id} image {carried.image_index} does not match"
+            f" its imageRequest (job {request.job_id}, {len(request.image_urls)} images)"
+        )
+    return message, request

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from worker.contract.messages import ImageRequest, WireModel
-from worker.contract.parsing import RequestLimits, describe_validation_error, parse_image_request
+from worker.contract.parsing import RequestLimits, parse_carrier
 from worker.errors import InvalidRequestError
 
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
@@ -46,18 +46,7 @@ def parse_region_request(
     Raises:
         InvalidRequestError: With a message naming the field and the reason.
     """
-    try:
-        region = RegionRequest.model_validate_json(body)
-    except ValidationError as err:
-        raise InvalidRequestError(
-            f"invalid RegionRequest: {describe_validation_error(err)}"
-        ) from err
-    request = parse_image_request(region.image_request, limits)
-    if request.job_id != region.job_id or region.image_index >= len(request.image_urls):
-        raise InvalidRequestError(
-            f"RegionRequest for job {region.job_id} image {region.image_index} does not match"
-            f" its imageRequest (job {request.job_id}, {len(request.image_urls)} images)"
-        )
+    region, request = parse_carrier(RegionRequest, body, limits)
     if region.region_id > region.region_count:
         raise InvalidRequestError(
             f"regionId {region.region_id} is beyond regionCount {region.region_count}"
