@@ -112,3 +112,17 @@ def test_no_cycle_between_top_level_packages() -> None:
 
     cycles = sorted(p for p in edges if reaches(p, p, set()))
     assert cycles == [], f"import cycles through {cycles}: {edges}"
+
+
+MAX_MODULE_LINES = 350
+
+
+def test_no_module_over_the_size_limit_outside_benchmarks() -> None:
+    over = {
+        str(path.relative_to(ROOT)): lines
+        for package in OURS
+        if package != "benchmarks"
+        for path in (ROOT / package).rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert over == {}, f"modules over {MAX_MODULE_LINES} lines: {over}"
