@@ -154,7 +154,7 @@ def _read(handle: int, buffer: int, size: int, count: int) -> int:
         return 0
     try:
         copied = state.source.read_into(state.position, size * count, buffer)
-    except Exception as err:  # noqa: BLE001 - nothing may cross into GDAL: a short read fails it
+    except OSError as err:  # a ByteSource's one failure; a short read fails GDAL's read
         log.warning("read of %d bytes at %d failed: %s", size * count, state.position, err)
         return 0
     state.position += copied

@@ -228,6 +228,8 @@ class RegionReads:
             return future.result(self._wait_s)
         except concurrent.futures.TimeoutError as err:
             raise OSError(f"no bytes after {self._wait_s:.0f}s") from err
+        except concurrent.futures.CancelledError as err:  # the region's reads were stopped
+            raise OSError("the fetch was cancelled") from err
 
     def done(self, window: Window) -> None:
         """The tile of ``window`` has been read: drop the reads no other tile needs."""

@@ -76,7 +76,11 @@ class Settler:
         give_up: Callable[[str], Awaitable[None]],
     ) -> bool:
         """Run ``attempt``; on an error settle the message by the error's kind (``give_up``
-        with the reason where the work cannot go on). True if the attempt succeeded."""
+        with the reason where the work cannot go on). True if the attempt succeeded.
+
+        Any other error is a bug: it reaches the worker loop, which logs it and leaves the
+        message to come back after its visibility timeout (given up after
+        ``MODELRUNNER_MAX_RECEIVES`` receipts), so nothing is lost."""
         try:
             await attempt()
         except FinalisingElsewhere as err:
@@ -85,9 +89,6 @@ class Settler:
             await give_up(str(err))
         except RetryableError as err:
             await self._retry_or_give_up(work, job_id, str(err), give_up)
-        except Exception as err:  # a bug must not lose the message: treat as retryable
-            log.exception("job %s: unexpected error", job_id)
-            await self._retry_or_give_up(work, job_id, f"internal error: {err!r}", give_up)
         else:
             return True
         return False

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy.typing as npt
+from hypha_rpc.rpc import RemoteException
 from websockets.exceptions import WebSocketException
 
 from models.bioimageio.errors import BackendError, UnknownModelError
@@ -62,7 +63,11 @@ def infer_rpc(
     try:
         return service.infer(model_id=model_id, inputs=array, **options)
     except Exception as err:
-        # hypha-rpc raises a bare Exception carrying the service's error text.
+        # hypha-rpc rejects a call with a bare Exception carrying the service's error text
+        # (RemoteException for an encoded error, OSError/TimeoutError for the connection);
+        # anything else is a bug and goes on up.
+        if type(err) is not Exception and not isinstance(err, RemoteException | OSError):
+            raise
         if "KeyError" in str(err) and "no model" in str(err):
             raise UnknownModelError(f"{base_url}: {err}") from err
         raise BackendError(f"infer for {model_id} over RPC failed: {err}") from err
