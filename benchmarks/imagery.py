@@ -37,27 +37,38 @@ def strip(size: int, row_off: int, rows: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, size=(3, rows, size), dtype=np.uint8)
 
 
-def write_tiff(path: Path, size: int) -> Path:
-    """The uncompressed tiled GeoTIFF."""
+def write_strips(path: Path, size: int, driver: str, **options: object) -> Path:
+    """The incompressible pixels written strip by strip as a ``driver`` file (3 bands, uint8,
+    the UTM grid), with the driver's creation ``options``."""
     profile = {
-        "driver": "GTiff",
+        "driver": driver,
         "width": size,
         "height": size,
         "count": 3,
         "dtype": "uint8",
         "crs": CRS_UTM,
         "transform": TRANSFORM,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "interleave": "pixel",
-        "BIGTIFF": "IF_SAFER",
+        **options,
     }
     with rasterio.open(path, "w", **profile) as dst:
         for row_off in range(0, size, STRIP_ROWS):
             rows = min(STRIP_ROWS, size - row_off)
             dst.write(strip(size, row_off, rows), window=Window(0, row_off, size, rows))
     return path
+
+
+def write_tiff(path: Path, size: int) -> Path:
+    """The uncompressed tiled GeoTIFF."""
+    return write_strips(
+        path,
+        size,
+        "GTiff",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        interleave="pixel",
+        BIGTIFF="IF_SAFER",
+    )
 
 
 def write_cog(path: Path, source: Path) -> Path:
@@ -76,22 +87,7 @@ def write_cog(path: Path, source: Path) -> Path:
 
 def write_nitf(path: Path, size: int) -> Path:
     """An uncompressed NITF 2.1 with the same pixels, georeferenced by its UTM corners."""
-    profile = {
-        "driver": "NITF",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": CRS_UTM,
-        "transform": TRANSFORM,
-        "IC": "NC",
-        "ICORDS": "N",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        for row_off in range(0, size, STRIP_ROWS):
-            rows = min(STRIP_ROWS, size - row_off)
-            dst.write(strip(size, row_off, rows), window=Window(0, row_off, size, rows))
-    return path
+    return write_strips(path, size, "NITF", IC="NC", ICORDS="N")
 
 
 def make_image(directory: Path, size: int, kind: str) -> Path:
