@@ -1,7 +1,10 @@
-"""How a message is settled when its image is being finalised by another worker."""
+"""How a message is settled when its image is being finalised by another worker, and when
+its handling meets a bug."""
 
 import asyncio
 import json
+
+import pytest
 
 from tests.fakes import RecordingPublisher, RecordingQueue
 from tests.service import HANDLING
@@ -81,3 +84,24 @@ def test_image_message_is_sent_again_too() -> None:
     assert queue.sent == [(body, 301, "m-1")]
     assert queue.deleted == ["m-1"]
     assert not queue.dead
+
+
+class Broken(Busy):
+    """A service with a bug: starting an image raises an error no port declares."""
+
+    async def start_image(
+        self, ref: ImageRef, submission_id: str = "", resent: bool = False
+    ) -> None:
+        raise ZeroDivisionError("division by zero")
+
+
+def test_a_bug_reaches_the_loop_and_the_message_is_left_for_redelivery() -> None:
+    queue, statuses = RecordingQueue(), RecordingPublisher()
+    broken = Broken()
+    handler = ImageHandler(Settler(HANDLING, statuses), (broken, broken), statuses)
+    message = QueueMessage("m-1", "r-1", json.dumps(REQUEST), 1)
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(handler.handle(Work(queue, message, False)))
+    # Not deleted, not dead-lettered, not re-sent: it comes back after its visibility timeout
+    # and is given up after MODELRUNNER_MAX_RECEIVES receipts.
+    assert (queue.deleted, queue.dead, queue.sent) == ([], [], [])
