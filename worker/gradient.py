@@ -30,15 +30,13 @@ endpoint, sets the pace then).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
-from worker.limiter import Slot
+from worker.limiter import RuledLimiter
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,7 @@ class GradientLimit:
         )
 
 
-class GradientLimiter:
+class GradientLimiter(RuledLimiter):
     """Holds calls to an endpoint under a :class:`GradientLimit`."""
 
     def __init__(
@@ -149,35 +147,4 @@ class GradientLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Between ``minimum`` and ``maximum`` calls in flight; ``clock`` times the calls."""
-        self.rule = GradientLimit(maximum, minimum, initial, clock)
-        self.in_flight = 0
-        self._clock = clock
-        self._changed = asyncio.Condition()
-
-    @property
-    def limit(self) -> float:
-        """The current limit."""
-        return self.rule.limit
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Slot]:
-        """Wait for room under the limit, hold it for one call and time the call."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < int(self.rule.limit))
-            self.in_flight += 1
-        slot = Slot()
-        started = self._clock()
-        try:
-            yield slot
-        finally:
-            latency_s = self._clock() - started
-            async with self._changed:
-                in_flight = self.in_flight
-                self.in_flight -= 1
-                self.rule.sample(
-                    latency_s,
-                    in_flight,
-                    throttled=slot.was_throttled,
-                    failed=slot.was_overloaded,
-                )
-                self._changed.notify_all()
+        super().__init__(GradientLimit(maximum, minimum, initial, clock), clock)
