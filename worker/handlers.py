@@ -6,9 +6,10 @@ Routing is the same for both kinds and depends on the kind of error alone
 * a message that cannot be parsed gets a FAILED status and goes to the dead-letter queue;
 * :class:`~worker.errors.PermanentError`: the work is given up at once (an image request's
   images end FAILED, a region's tiles count as failed) and the message is dead-lettered;
-* :class:`~worker.errors.RetryableError` (or an unexpected error, treated alike so that a bug
-  never loses a message): the message is released for another try, and given up as above
-  once it has been received ``max_attempts`` times;
+* :class:`~worker.errors.RetryableError`: the message is released for another try, and given
+  up as above once it has been received ``max_attempts`` times;
+* any other error is a bug: it reaches the worker loop, which logs it and leaves the message
+  to come back after its visibility timeout (so a bug never loses a message);
 * :class:`~worker.errors.FinalisingElsewhere`: the message comes back when the finaliser's
   lease would have expired.
 
