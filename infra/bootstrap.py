@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient
     from mypy_boto3_sqs.client import SQSClient
 
-DEFAULT_REDRIVE_COUNT = 5
+DEFAULT_REDRIVE_COUNT = 20  # above the worker's own limit (worker/poison.py)
 JOB_INDEX = Settings.model_fields["job_index"].default
 ENDPOINT_INDEX = Settings.model_fields["endpoint_index"].default
 UNFINISHED_INDEX = Settings.model_fields["unfinished_index"].default

@@ -48,17 +48,24 @@ def _collection(features: list[dict[str, Any]]) -> Reply:
     return 200, json.dumps({"type": "FeatureCollection", "features": features}).encode()
 
 
-def centerpoint(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
-    """One feature per tile: a box at the tile centre, +-10% of the tile size, score 1.0.
-
-    ``sleep_ms`` in the attributes makes it take that long (a stand-in for inference time).
-    """
+def _sleep(attributes: Mapping[str, str]) -> Reply | None:
+    """Take ``sleep_ms`` (a stand-in for inference time); a reply if it is not a number."""
     try:
         sleep_ms = float(attributes.get("sleep_ms", "0"))
     except ValueError:
         return 400, b'{"message": "sleep_ms must be a number"}'
     if sleep_ms > 0:
         time.sleep(min(sleep_ms, MAX_SLEEP_MS) / 1000)
+    return None
+
+
+def centerpoint(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
+    """One feature per tile: a box at the tile centre, +-10% of the tile size, score 1.0.
+
+    ``sleep_ms`` in the attributes makes it take that long (a stand-in for inference time).
+    """
+    if (refused := _sleep(attributes)) is not None:
+        return refused
     rows, cols = tile.shape[1], tile.shape[2]
     cx, cy, dx, dy = cols / 2, rows / 2, cols * 0.1, rows * 0.1
     return _collection([box_feature(cx - dx, cy - dy, cx + dx, cy + dy, 1.0, "centerpoint")])
@@ -68,8 +75,10 @@ def flood(tile: npt.NDArray[Any], attributes: Mapping[str, str]) -> Reply:
     """``flood_volume`` random boxes (default 100) inside the tile, random scores.
 
     With ``flood_seed=tile`` the boxes are a function of the tile's pixels (the same tile gets
-    the same answer every time), for comparing runs.
+    the same answer every time), for comparing runs. ``sleep_ms`` as for :func:`centerpoint`.
     """
+    if (refused := _sleep(attributes)) is not None:
+        return refused
     try:
         volume = int(attributes.get("flood_volume", DEFAULT_FLOOD_VOLUME))
     except ValueError:

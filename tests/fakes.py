@@ -13,12 +13,42 @@ from collections.abc import Callable
 
 from worker.contract.records import ImageOutcome, ImageRecord, RunPlan
 from worker.contract.status import StatusEvent
+from worker.poison import FleetEntry, Hold
 from worker.ports import QueueMessage
 from worker.staging import StagedRegion
 
 
 class Crash(BaseException):
     """The worker process dies here: nothing after this line runs (no handler catches it)."""
+
+
+class MemoryHoldStore:
+    """Holds and the fleet registry in memory, as
+    :class:`worker.adapters.holds.DynamoHoldStore` keeps them (tested against the emulator in
+    ``tests/worker/test_holds_store.py``)."""
+
+    def __init__(self) -> None:
+        self.holds: dict[str, list[Hold]] = {}
+        self.workers: dict[str, FleetEntry] = {}
+
+    async def begin(self, key: str, worker: str, now: float) -> tuple[list[Hold], int]:
+        holds = self.holds.setdefault(key, [])
+        holds.append(Hold(worker, round(now, 3)))
+        return holds[:-1], len(holds) - 1
+
+    async def end(self, key: str, index: int, now: float, error: bool) -> None:
+        holds = self.holds[key]
+        holds[index] = dataclasses.replace(holds[index], ended=round(now, 3), error=error)
+
+    async def fleet(self) -> dict[str, FleetEntry]:
+        return dict(self.workers)
+
+    async def beat(self, worker: str, entry: FleetEntry) -> None:
+        self.workers[worker] = entry
+
+    async def forget(self, workers: list[str]) -> None:
+        for worker in workers:
+            del self.workers[worker]
 
 
 class MemoryJobStore:

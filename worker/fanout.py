@@ -52,7 +52,7 @@ class ImageStartHandler:
             await self._ender.fail(ref, reason, start.submission_id)
             await self._failed(work, ref, reason)
 
-        if (abandoned := self._settler.abandoned(work.message)) is not None:
+        if (abandoned := self._settler.abandoned(work)) is not None:
             await give_up(abandoned)
             return
         failures: list[str] = []

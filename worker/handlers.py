@@ -13,9 +13,9 @@ Routing is the same for both kinds and depends on the kind of error alone
 * :class:`~worker.errors.FinalisingElsewhere`: the message comes back when the finaliser's
   lease would have expired.
 
-A message received more than ``max_receives`` times without being settled (the workers that held
-it died) is given up before any work. Nothing is deleted without a terminal status or a recorded
-region.
+A message whose workers died working on it more often than the fleet's death rate explains, or
+whose attempts kept failing with a bug (:mod:`worker.poison`), is given up before any work.
+Nothing is deleted without a terminal status or a recorded region.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class ImageHandler:
                     await self._ender.fail(ref, reason, submission)
             await work.queue.dead_letter(message, reason)
 
-        if (abandoned := self._settler.abandoned(message)) is not None:
+        if (abandoned := self._settler.abandoned(work)) is not None:
             await give_up(abandoned)
             return
         if not await self._admitted(work, refs[0]):
@@ -221,7 +221,7 @@ class RegionHandler:
             await self._regions.give_up_region(region, ref, reason)
             await work.queue.dead_letter(message, f"region {region.region_id}: {reason}")
 
-        if (abandoned := self._settler.abandoned(message)) is not None:
+        if (abandoned := self._settler.abandoned(work)) is not None:
             await give_up(abandoned)
             return
         if message.receive_count > 1:

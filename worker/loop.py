@@ -15,11 +15,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from worker.errors import RetryableError, WorkerError
 from worker.health import touch
+from worker.holding import Holder
 from worker.metrics import MetricsWriter, queue_wait_values, set_log_context
 from worker.ports import MessageQueue
 from worker.settling import Work
@@ -71,9 +72,11 @@ class Worker:
         stop: asyncio.Event,
         metrics: MetricsWriter | None = None,
         sweep: Callable[[], Awaitable[object]] | None = None,
+        holder: Holder | None = None,
     ) -> None:
         """Consume the queues until ``stop`` is set; call ``sweep`` every
-        ``sweep_interval_s`` or so (:mod:`worker.sweeper`)."""
+        ``sweep_interval_s`` or so (:mod:`worker.sweeper`); record holds and beats through
+        ``holder`` (:mod:`worker.holding`)."""
         self._settings = settings
         self._queues = queues
         self._images = queues.images
@@ -82,6 +85,7 @@ class Worker:
         self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweep = sweep
+        self._holder = holder
 
     async def run(self) -> None:
         """Poll until stopped; one failure never stops the loop. Then drain and return."""
@@ -89,6 +93,7 @@ class Worker:
         log.info("worker polling %s", getattr(self._images, "queue_url", "the image queue"))
         stopping = asyncio.create_task(self._stop.wait())
         sweeping = asyncio.create_task(self._sweep_periodically())
+        beating = asyncio.create_task(self._holder.beat_forever()) if self._holder else None
         try:
             while not self._stop.is_set():
                 touch(self._settings.health_file)
@@ -121,6 +126,9 @@ class Worker:
             stopping.cancel()
             sweeping.cancel()
         await self._drain()
+        if beating is not None and self._holder is not None:
+            beating.cancel()
+            await self._holder.exit()
         log.info("worker stopped")
 
     async def _sweep_periodically(self) -> None:
@@ -177,15 +185,25 @@ class Worker:
                 queue_wait_values(time.time() - sent_at_s),
             )
         handler = self._queues.region_handler if work.is_region else self._queues.image_handler
+        holder = self._holder
+        error = False
         try:
+            if holder is not None:
+                attempt = await holder.begin(work.key, work.message.receive_count)
+                work = replace(work, attempt=attempt)
             await handler.handle(work)
         except asyncio.CancelledError:
             await asyncio.shield(self._release(work))
+            if holder is not None:
+                await asyncio.shield(holder.end(work.attempt, error=False))
             raise
         except Exception:  # the message stays for a retry after its visibility timeout
+            error = True
             log.exception("message %s: unexpected error while settling", work.message.message_id)
         finally:
             heartbeat.cancel()
+        if holder is not None:
+            await holder.end(work.attempt, error)
 
     async def _heartbeat(self, work: Work) -> None:
         timeout_s = self._settings.visibility_timeout_s

@@ -17,6 +17,7 @@ from tiling.gdalenv import ReadCredentials
 from worker.contract.messages import ImageRequest
 from worker.contract.records import ImageOutcome, ImageRecord, RunPlan
 from worker.contract.status import StatusEvent
+from worker.poison import FleetEntry, Hold
 from worker.staging import StagedRegion
 
 
@@ -134,6 +135,31 @@ class JobStore(Protocol):
     async def stalled(self, now: float) -> list[tuple[str, str]]:
         """(job id, image URL) of the images not yet published and cleaned up whose
         finalisation lease expired before ``now``."""
+        ...
+
+
+class HoldStore(Protocol):
+    """Who is working on which message, and which workers are alive (:mod:`worker.poison`)."""
+
+    async def begin(self, key: str, worker: str, now: float) -> tuple[list[Hold], int]:
+        """Add ``worker``'s hold to the history of message ``key``; the holds before it and
+        the index of the new one."""
+        ...
+
+    async def end(self, key: str, index: int, now: float, error: bool) -> None:
+        """End hold ``index`` of message ``key`` (``error``: the attempt failed)."""
+        ...
+
+    async def fleet(self) -> dict[str, FleetEntry]:
+        """The fleet registry: every worker that beat in the last while."""
+        ...
+
+    async def beat(self, worker: str, entry: FleetEntry) -> None:
+        """Write ``worker``'s entry in the fleet registry."""
+        ...
+
+    async def forget(self, workers: list[str]) -> None:
+        """Remove long-gone workers from the registry."""
         ...
 
 

@@ -18,6 +18,7 @@ from aiobotocore.session import get_session
 from worker.adapters.credentials import RoleClients
 from worker.adapters.dynamodb import DynamoJobStore
 from worker.adapters.factories import Endpoints, Sinks
+from worker.adapters.holds import DynamoHoldStore
 from worker.adapters.s3_staging import S3Staging
 from worker.adapters.s3ranges import ClientMaker, S3Objects
 from worker.adapters.sns import LogStatusPublisher, SnsStatusPublisher
@@ -27,6 +28,7 @@ from worker.capacity import CapacityGate
 from worker.fanout import ImageStartHandler, RegionQueueHandler
 from worker.finaliser import Finaliser
 from worker.handlers import ImageHandler, RegionHandler
+from worker.holding import Holder
 from worker.loop import Queues, Worker
 from worker.metrics import JsonFormatter, MetricsWriter
 from worker.pipeline import ImagePipeline
@@ -218,7 +220,13 @@ async def _wire(
         RegionQueueHandler(RegionHandler(settler, runner), starts),
     )
     sweeper = Sweeper(jobs, finaliser, settings.request_limits)
-    return Worker(loop_settings(settings), queues, stop, metrics, sweeper.sweep)
+    holder = Holder(
+        DynamoHoldStore(clients.dynamodb, settings.job_table, settings.job_record_ttl_days),
+        worker_id,
+        settings.visibility_timeout_s,
+        settings.max_receives,
+    )
+    return Worker(loop_settings(settings), queues, stop, metrics, sweeper.sweep, holder)
 
 
 def main(early_stop: EarlyStop | None = None) -> None:

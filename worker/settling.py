@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from worker.contract.parsing import RequestLimits, job_id_of
 from worker.contract.status import Status, StatusEvent
 from worker.errors import FinalisingElsewhere, PermanentError, RetryableError
+from worker.holding import Attempt
 from worker.ports import MessageQueue, QueueMessage, StatusPublisher
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,18 @@ MAX_DELAY_S = 900  # SQS DelaySeconds limit
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """A received message and the queue it came from."""
+    """A received message, the queue it came from and this worker's attempt at it (None when
+    the attempt could not be recorded)."""
 
     queue: MessageQueue
     message: QueueMessage
     is_region: bool
+    attempt: Attempt | None = None
+
+    @property
+    def key(self) -> str:
+        """The message's key in the hold records."""
+        return f"{'region' if self.is_region else 'image'}#{self.message.message_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +66,14 @@ class Settler:
         )
         await work.queue.dead_letter(work.message, reason)
 
-    def abandoned(self, message: QueueMessage) -> str | None:
-        """The reason to give up a message whose workers kept dying, None if it is not one."""
+    def abandoned(self, work: Work) -> str | None:
+        """The reason to give up a message whose workers kept dying while working on it, or
+        whose attempts kept failing with a bug, more often than chance explains
+        (:mod:`worker.poison`); None if it is not one. Without a recorded attempt, by its
+        receive count alone."""
+        if work.attempt is not None:
+            return work.attempt.verdict.reason
+        message = work.message
         limit = self.settings.max_receives
         if message.receive_count <= limit:
             return None
@@ -97,6 +111,9 @@ class Settler:
         self, work: Work, job_id: str, reason: str, give_up: Callable[[str], Awaitable[None]]
     ) -> None:
         received = work.message.receive_count
+        if work.attempt is not None:  # attempts that failed with an error, deaths apart
+            work.attempt.failed = True
+            received = work.attempt.verdict.errors + 1
         if received >= self.settings.max_attempts:
             await give_up(f"gave up after {received} attempts: {reason}")
             return

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.cloudformation import TEMPLATE, props, resources, template
+from worker.poison import HARD_LIMIT_FACTOR
 from worker.settings import Settings
 
 
@@ -45,9 +46,10 @@ def test_work_queues_redrive_to_their_dead_letter_queues() -> None:
         assert properties["VisibilityTimeout"] == {"Ref": "VisibilityTimeout"}
     parameters = template()["Parameters"]
     assert parameters["VisibilityTimeout"]["Default"] == 300
-    assert parameters["RedriveCount"]["Default"] == 5
-    # The worker settles a message itself before SQS moves it (README "Regions and many workers").
-    assert parameters["RedriveCount"]["MinValue"] > Settings.model_fields["max_receives"].default
+    assert parameters["RedriveCount"]["Default"] == 20
+    # The worker settles a message itself before SQS moves it (docs/architecture.md).
+    max_receives = Settings.model_fields["max_receives"].default
+    assert parameters["RedriveCount"]["MinValue"] > HARD_LIMIT_FACTOR * max_receives
 
 
 def test_queue_policy_denies_plain_http_on_every_queue() -> None:

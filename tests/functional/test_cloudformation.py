@@ -120,7 +120,7 @@ def check_resources(session: boto3.session.Session, url: str, outputs: dict[str,
         ]["QueueArn"]
         redrive = json.loads(attributes["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"] == dlq_arn
-        assert int(redrive["maxReceiveCount"]) == 5
+        assert int(redrive["maxReceiveCount"]) == 20
         assert attributes["VisibilityTimeout"] == "300"
         assert attributes["SqsManagedSseEnabled"] == "true"
 

@@ -37,10 +37,16 @@ class Fleet:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, **overrides: str) -> str:
+        """Start a worker and wait until it polls."""
+        name = self.launch(**overrides)
+        self.local.wait_for_log(name, "worker polling")
+        return name
+
+    def launch(self, **overrides: str) -> str:
+        """Start a worker without waiting for it."""
         name = f"fleet-{next(WORKER_NUMBERS)}"  # a fresh log file for every worker
         health = {"MODELRUNNER_HEALTH_FILE": str(self.health_file(name))}
         self.running[name] = self.local.start_worker(name, **{**FLEET_ENV, **health, **overrides})
-        self.local.wait_for_log(name, "worker polling")
         return name
 
     def health_file(self, name: str) -> Path:

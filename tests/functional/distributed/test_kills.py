@@ -1,7 +1,7 @@
 """Workers killed or stopped in the middle of a job: nothing is lost or duplicated.
 
-kill -9 at every stage of a job, SIGTERM with a region in hand, and a message whose workers
-keep dying (failed and dead-lettered): every job ends, once.
+kill -9 at every stage of a job and SIGTERM with a region in hand: every job ends, once.
+(Messages whose workers keep dying: ``test_poison.py``.)
 """
 
 import json
@@ -88,31 +88,3 @@ def test_sigterm_releases_the_region_in_hand(
     fleet.start(MODELRUNNER_VISIBILITY_TIMEOUT_S="120")
     statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=100)
     assert terminal(statuses) == ["SUCCESS"]
-
-
-def test_message_whose_workers_keep_dying_is_failed_and_dead_lettered(
-    fleet_stack: Stack, fleet: Fleet, image_url: str
-) -> None:
-    queue_url = fleet_stack.local.resources.image_queue_url
-    request = flood_request(fleet_stack, image_url)
-    body = json.dumps(request)
-    fleet_stack.submit(body)
-    # Four deliveries that were never settled, as if four workers died holding the message.
-    for _ in range(4):
-        (message,) = fleet_stack.sqs.receive_message(
-            QueueUrl=queue_url, WaitTimeSeconds=5, VisibilityTimeout=30
-        )["Messages"]
-        fleet_stack.sqs.change_message_visibility(
-            QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-        )
-    fleet.start()
-    statuses = fleet_stack.statuses.wait_terminal(request["jobId"], timeout_s=60)
-    assert terminal(statuses) == ["FAILED"]
-    assert "received 5 times without finishing" in statuses[-1].message
-    dead = [
-        reason
-        for dead_body, reason in fleet_stack.dead_letters(request["jobId"])
-        if dead_body == body
-    ]
-    assert dead
-    assert "MODELRUNNER_MAX_RECEIVES=4" in dead[0]
