@@ -13,8 +13,10 @@ that kills the workers that work on it. The rule compares the two:
   failed with an error). A hold that was never ended and whose worker died is a *death while
   working on it*; the time from the hold's start to the worker's last beat is how long it held
   the message.
-* The fleet's death rate is the workers that died in the last ``WINDOW_S`` per second of worker
-  life in that window, leaving out the deaths of this message's own holders.
+* The fleet's death rate is the workers that died since the message's first hold (at most
+  ``WINDOW_S`` back) per second of worker life in that time, leaving out the deaths of this
+  message's own holders: the rate the message's holders were exposed to, not one diluted by
+  quiet hours before a storm.
 * A message is condemned for its holders' deaths when they died at least ``max_receives``
   times and a Poisson process at the fleet's death rate over the time they held it would give
   that many deaths with probability below ``POISON_P``; and whatever the fleet's death rate,
@@ -31,7 +33,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-WINDOW_S = 600.0  # how far back the fleet's death rate looks
+WINDOW_S = 600.0  # at most how far back the fleet's death rate looks
 STALE_BEATS = 2.5  # a worker silent for this many beat intervals (and not exited) died
 POISON_P = 0.001  # deaths less likely than this under the fleet's rate condemn the message
 HARD_LIMIT_FACTOR = 4  # received this many times max_receives: condemned whatever the cause
@@ -83,16 +85,18 @@ class Verdict:
 
 
 def fleet_death_rate(
-    fleet: Mapping[str, FleetEntry], now: float, leave_out: frozenset[str] = frozenset()
+    fleet: Mapping[str, FleetEntry],
+    now: float,
+    since: float,
+    leave_out: frozenset[str] = frozenset(),
 ) -> float:
-    """Deaths per second of worker life over the last ``WINDOW_S`` (``leave_out``: workers
+    """Deaths per second of worker life between ``since`` and ``now`` (``leave_out``: workers
     whose deaths are not counted)."""
-    since = now - WINDOW_S
     deaths = 0
     seconds = 0.0
     for worker, entry in fleet.items():
         seconds += max(0.0, entry.alive_until(now) - max(entry.started, since))
-        if worker not in leave_out and entry.dead(now) and entry.beat >= since:
+        if worker not in leave_out and entry.dead(now) and entry.beat + entry.interval_s >= since:
             deaths += 1
     return deaths / seconds if seconds > 0 else 0.0
 
@@ -133,7 +137,8 @@ def judge(
     ]
     errors = sum(1 for hold in holds if hold.ended is not None and hold.error)
     holders = frozenset(hold.worker for hold in dead_holds)
-    rate = fleet_death_rate(fleet, now, leave_out=holders)
+    since = max([now - WINDOW_S, *(hold.since for hold in holds[:1])])
+    rate = fleet_death_rate(fleet, now, since, leave_out=holders)
     held_s = sum(_held_s(hold, fleet.get(hold.worker)) for hold in dead_holds)
     held_s += sum(hold.ended - hold.since for hold in holds if hold.ended is not None)
     deaths = len(dead_holds)

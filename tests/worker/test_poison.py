@@ -126,13 +126,34 @@ def test_receives_without_a_hold_count_only_toward_the_hard_limit() -> None:
     assert f"received {limit + 1} times" in reason
 
 
-def test_the_fleet_death_rate_counts_deaths_per_worker_second_in_the_window() -> None:
+def test_the_fleet_death_rate_counts_deaths_per_worker_second_since_a_time() -> None:
     fleet = {
         "a": alive(started=NOW - 100),  # 100 s
         "b": died(NOW - 50, started=NOW - 150),  # 100 s, dead
-        "c": died(NOW - WINDOW_S - 10),  # outside the window
+        "c": died(NOW - WINDOW_S - 10),  # before
         "d": FleetEntry(NOW - 200, NOW - 100, BEAT_S, exited=True),  # 100 s, stopped cleanly
     }
-    assert fleet_death_rate(fleet, NOW) == pytest.approx(1 / 300)
-    assert fleet_death_rate(fleet, NOW, leave_out=frozenset({"b"})) == 0.0
-    assert fleet_death_rate({}, NOW) == 0.0
+    since = NOW - 200
+    assert fleet_death_rate(fleet, NOW, since) == pytest.approx(1 / 300)
+    assert fleet_death_rate(fleet, NOW, since, leave_out=frozenset({"b"})) == 0.0
+    assert fleet_death_rate(fleet, NOW, NOW - 40) == 0.0  # b died before
+    assert fleet_death_rate({}, NOW, since) == 0.0
+
+
+def test_a_storm_is_judged_by_the_rate_since_the_message_began_not_a_quiet_hour_before() -> None:
+    # Twenty workers idled for the last ten minutes and stopped; then a storm began 8 s ago.
+    fleet = {f"idle-{i}": FleetEntry(NOW - 590, NOW - 20, BEAT_S, exited=True) for i in range(20)}
+    for i in range(3):
+        fleet[f"up-{i}"] = alive(started=NOW - 8)
+    for i in range(6):
+        fleet[f"gone-{i}"] = FleetEntry(NOW - 8 + 0.6 * i, NOW - 7.5 + 0.6 * i, BEAT_S)
+    holds = []
+    for i in range(2):  # the message's two holders, each killed a second after starting
+        fleet[f"holder-{i}"] = FleetEntry(NOW - 8, NOW - 7 + 2 * i, BEAT_S)
+        holds.append(Hold(f"holder-{i}", NOW - 8 + 2 * i))
+    verdict = judge(holds, fleet, NOW, receive_count=3, max_receives=2)
+    assert verdict.deaths == 2
+    assert verdict.reason is None
+    # Without the storm the same two deaths condemn it.
+    quiet = {k: v for k, v in fleet.items() if not k.startswith("gone")}
+    assert judge(holds, quiet, NOW, receive_count=3, max_receives=2).reason is not None
