@@ -302,19 +302,26 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sleep-ms", type=int, default=50)
     parser.add_argument("--memory-sizes", default="10000,20000,-40000")
-    parser.add_argument("--only", default="", help="run only cases whose label has this text")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the case of this label, or those whose label has this text",
+    )
     parser.add_argument("--images", type=Path, default=Path("/tmp/modelrunner-bench"))
+    parser.add_argument("--logs", type=Path, help="keep the stacks' logs here")
     args = parser.parse_args()
     cases = suite(args.suite, [int(s) for s in args.memory_sizes.split(",")], args.sleep_ms)
-    cases = [c for c in cases if args.only in c.label]
+    exact = [c for c in cases if c.label == args.only]
+    cases = exact or [c for c in cases if args.only in c.label]
     with tempfile.TemporaryDirectory() as tmp:
+        logs = args.logs or Path(tmp)
         if args.suite == "limiter":
-            _limiter_sittings(cases, args.images, Path(tmp), args.runs)
+            _limiter_sittings(cases, args.images, logs, args.runs)
             return
         for number, case in enumerate(cases):
             results = []
             for run in range(args.runs):
-                result = run_case(case, args.images, Path(tmp) / f"{number}-{run}")
+                result = run_case(case, args.images, logs / f"{number}-{run}")
                 _print_run(run, result)
                 results.append(result)
             print(json.dumps({"median": summarise(results)}), flush=True)

@@ -22,6 +22,7 @@ from worker.errors import RetryableError, WorkerError
 from worker.health import touch
 from worker.holding import Holder
 from worker.metrics import MetricsWriter, queue_wait_values, set_log_context
+from worker.polling import Poller, Source
 from worker.ports import MessageQueue
 from worker.settling import Work
 
@@ -94,10 +95,12 @@ class Worker:
         stopping = asyncio.create_task(self._stop.wait())
         sweeping = asyncio.create_task(self._sweep_periodically())
         beating = asyncio.create_task(self._holder.beat_forever()) if self._holder else None
+        poller = self._poller()
         try:
             while not self._stop.is_set():
                 touch(self._settings.health_file)
-                if len(self._tasks) >= self._settings.max_in_flight:
+                room = self._settings.max_in_flight - len(self._tasks)
+                if room <= 0:
                     await asyncio.wait(  # wakes at least every few seconds: liveness
                         {*self._tasks, stopping},
                         timeout=BUSY_WAKE_S,
@@ -105,7 +108,7 @@ class Worker:
                     )
                     continue
                 try:
-                    work = await self._receive()
+                    works = await poller.next(room, {*self._tasks, stopping})
                     errors = 0
                 except Exception:  # the loop is the one place that catches everything
                     errors += 1
@@ -114,22 +117,37 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(stopping), delay)
                     continue
-                if work is None:
-                    continue
-                if self._stop.is_set():
-                    await self._release(work)
-                    break
-                task = asyncio.create_task(self.handle(work))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                for work in works:
+                    if self._stop.is_set():
+                        await self._release(work)
+                        continue
+                    task = asyncio.create_task(self.handle(work))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         finally:
             stopping.cancel()
             sweeping.cancel()
+        released = asyncio.create_task(self._release_polled(poller))
         await self._drain()
+        await released
         if beating is not None and self._holder is not None:
             beating.cancel()
             await self._holder.exit()
         log.info("worker stopped")
+
+    def _poller(self) -> Poller:
+        settings = self._settings
+        return Poller(
+            Source(self._regions, settings.region_poll_wait_s, True),
+            Source(self._images, settings.poll_wait_s, False),
+            max(settings.poll_wait_s, settings.region_poll_wait_s),
+            settings.visibility_timeout_s,
+        )
+
+    async def _release_polled(self, poller: Poller) -> None:
+        """Release what the polls open at the stop bring."""
+        for work in await poller.close():
+            await self._release(work)
 
     async def _sweep_periodically(self) -> None:
         """Sweep at random times between half and all of the interval apart, so the fleet's
@@ -142,18 +160,6 @@ class Worker:
                 await self._sweep()
             except Exception:  # the loop is the one place that catches everything
                 log.exception("sweep failed; trying again at the next one")
-
-    async def _receive(self) -> Work | None:
-        """A region if there is one (short wait), else an image (long poll)."""
-        settings = self._settings
-        for queue, wait_s, is_region in (
-            (self._regions, settings.region_poll_wait_s, True),
-            (self._images, settings.poll_wait_s, False),
-        ):
-            messages = await queue.receive(1, wait_s, settings.visibility_timeout_s)
-            if messages:
-                return Work(queue, messages[0], is_region)
-        return None
 
     async def _drain(self) -> None:
         if not self._tasks:
