@@ -33,6 +33,7 @@ _local = threading.local()
 # GDAL's /vsis3 configuration keys set for an image with credentials of its own.
 _AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _NON_CACHED = "CPL_VSIL_CURL_NON_CACHED"
+_GDAL_DATA = "GDAL_DATA"
 
 # /vsis3 paths now open under credentials of their own, with how many scopes hold each.
 _role_paths: Counter[str] = Counter()
@@ -161,6 +162,22 @@ def image_credentials(credentials: ReadCredentials, path: str) -> Iterator[None]
         yield
     finally:
         _restore(saved, keys)
+
+
+def start_without_nitf_spec() -> None:
+    """Make the calling thread, for its lifetime, run GDAL without its NITF specification: a
+    thread initializer for threads that only read pixels and write tiles.
+
+    GDAL's NITF driver reads and parses ``nitf_spec.xml`` (about 2 ms, more than writing a
+    512 px tile) every time it creates or opens a NITF, to describe TREs and DESs; writing a
+    tile and reading pixels need none of it, and the bytes written are the same without it
+    (``tests/tiling/test_nitf_spec.py``). ``GDAL_DATA`` is pointed, as a thread-local option,
+    at this package's directory, which holds no GDAL data. GDAL settles a thread's data
+    directory at its first look-up, so this is for new threads only, never to be undone:
+    threads that read an image's metadata (a SICD's DES) keep the specification.
+    """
+    ensure_thread_env()
+    rasterio.env.setenv(**{_GDAL_DATA: str(Path(__file__).parent)})
 
 
 def _restore(saved: dict[str, object], keys: tuple[str, ...]) -> None:

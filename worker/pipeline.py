@@ -131,14 +131,17 @@ class ImagePipeline:
         executor: Executor,
         read_roles: ReadCredentialSource | None = None,
         read_ahead: ReadAhead | None = None,
+        encoders: Executor | None = None,
     ) -> None:
         """Wire the pipeline to its ports; ``read_roles`` serves requests with an
         ``imageReadRole`` (without it such requests fail); ``read_ahead`` fetches the bytes
-        of ``s3://`` images ahead of the encoders (without it GDAL reads them itself)."""
+        of ``s3://`` images ahead of the encoders (without it GDAL reads them itself);
+        ``encoders`` reads and encodes tiles (default: ``executor``, which does the rest)."""
         self._settings = settings
         self._endpoints = endpoints
         self._sinks = sinks
         self._executor = executor
+        self._encoders = encoders or executor
         self._read_roles = read_roles
         self._read_ahead = read_ahead
 
@@ -243,7 +246,8 @@ class ImagePipeline:
                 with reader() as window_reader:
                     for start in range(0, len(band), batch):
                         windows = band[start : start + batch]
-                        encoded = await self._in_thread(
+                        encoded = await asyncio.get_running_loop().run_in_executor(
+                            self._encoders,
                             encode_windows,
                             window_reader,
                             info,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 from aiobotocore.session import get_session
 
+from tiling.gdalenv import start_without_nitf_spec
 from worker.adapters.credentials import RoleClients
 from worker.adapters.dynamodb import DynamoJobStore
 from worker.adapters.factories import Endpoints, Sinks
@@ -147,7 +148,15 @@ async def serve(settings: Settings, early_stop: EarlyStop | None = None) -> None
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="tiles")
         )
-        starting = asyncio.create_task(_start(stack, settings, executor, stop))
+        # Threads that only read pixels and write tiles: GDAL without its NITF specification.
+        encoders = stack.enter_context(
+            ThreadPoolExecutor(
+                settings.encode_threads,
+                thread_name_prefix="encode",
+                initializer=start_without_nitf_spec,
+            )
+        )
+        starting = asyncio.create_task(_start(stack, settings, (executor, encoders), stop))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -160,17 +169,25 @@ async def serve(settings: Settings, early_stop: EarlyStop | None = None) -> None
 
 
 async def _start(
-    stack: AsyncExitStack, settings: Settings, executor: Executor, stop: asyncio.Event
+    stack: AsyncExitStack,
+    settings: Settings,
+    executors: tuple[Executor, Executor],
+    stop: asyncio.Event,
 ) -> Worker:
     """Open the clients (closed with ``stack``) and wire the worker."""
     clients = await _open_clients(stack, settings)
-    return await _wire(settings, clients, executor, stop)
+    return await _wire(settings, clients, executors, stop)
 
 
 async def _wire(
-    settings: Settings, clients: _Clients, executor: Executor, stop: asyncio.Event
+    settings: Settings,
+    clients: _Clients,
+    executors: tuple[Executor, Executor],
+    stop: asyncio.Event,
 ) -> Worker:
-    """The worker and everything it works through."""
+    """The worker and everything it works through (``executors``: the pool for planning,
+    staging and finalising, and the one that reads and encodes tiles)."""
+    executor, encoders = executors
     status = _publisher(clients, settings.status_topic_arn) or LogStatusPublisher()
     image_queue = await _queue(clients, settings.image_queue, settings.image_dlq)
     region_queue = await _queue(clients, settings.region_queue, settings.region_dlq)
@@ -187,6 +204,7 @@ async def _wire(
         executor,
         clients.roles,
         _read_ahead(settings, clients.s3, clients.make_s3),
+        encoders,
     )
     metrics = MetricsWriter() if settings.metrics else None
     jobs = DynamoJobStore(
