@@ -238,7 +238,7 @@ class Finaliser:
         )
         record = await self._jobs.open_image(ref.job_id, ref.url, plan)
         if record.final_status is not None and record.redelivered(submission_id):
-            await self.republish(ref, record)
+            await self.publish_recorded(ref)
             return
         await self.fail_recorded(ref, reason)
 
@@ -289,28 +289,19 @@ class Finaliser:
         await self._staging.delete(ref.job_id, ref.index, regions, record.run)
         await self._jobs.mark_cleaned(ref.job_id, ref.url, record.run)
 
-    async def republish(self, ref: ImageRef, record: ImageRecord) -> None:
-        """Publish the recorded terminal status again, even if it went out already: the
-        request that ended the run was delivered again, and its sender waits for a status."""
-        outcome = record.outcome()
-        if outcome is None:
-            return
-        await self._reporter.outcome(ref, outcome)
-        if not record.published:
-            await self._jobs.mark_published(ref.job_id, ref.url, record.run)
-
     async def ended_for(
         self,
         ref: ImageRef,
         record: ImageRecord | None,
         submission_id: str,
-        resent: bool = False,
     ) -> bool:
-        """Whether the image has ended for this request: if so, its status went out again.
+        """Whether the image has ended for this request: if so, its recorded status has gone
+        out (now, if it had not yet).
 
-        A redelivery of the message that started the run gets the recorded status again (its
-        sender waits for one); a copy this service sent itself to look again later does not if
-        the status is already out (that would be a second terminal status).
+        A redelivery of the message that started the run (its receiver died or let it go), or a
+        copy this service sent itself to look again later, publishes the recorded status only
+        if it has not gone out: a second terminal status would tell the sender the job ended
+        twice.
         """
         if record is None or record.final_status is None:
             return False
@@ -322,10 +313,7 @@ class Finaliser:
                 record.run,
                 record.final_status,
             )
-            if resent:
-                await self.publish_recorded(ref)
-            else:
-                await self.republish(ref, record)
+            await self.publish_recorded(ref)
             return True
         if submission_id:
             return False  # a new submission: opening the image starts its next run

@@ -43,11 +43,8 @@ log = logging.getLogger(__name__)
 class ImageStarter(Protocol):
     """Starts images (:class:`worker.runner.Runner`)."""
 
-    async def start_image(
-        self, ref: ImageRef, submission_id: str = "", resent: bool = False
-    ) -> None:
-        """Plan the image, fan it out, run its first region (``resent``: the message is a
-        copy this service sent to look again later)."""
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
+        """Plan the image, fan it out, run its first region."""
         ...
 
 
@@ -108,7 +105,6 @@ class ImageHandler:
             return
         refs = images_of(request)
         submission = message.submission_id
-        resent = message.message_id != submission
         handed_out: set[int] = set()
 
         async def give_up(reason: str) -> None:
@@ -126,7 +122,7 @@ class ImageHandler:
         failures: list[str] = []
 
         async def start_all() -> None:
-            failures.extend(await self._start_all(refs, submission, handed_out, resent))
+            failures.extend(await self._start_all(refs, submission, handed_out))
 
         if await self._settler.route(work, request.job_id, start_all, give_up):
             if failures:
@@ -135,7 +131,7 @@ class ImageHandler:
                 await work.queue.delete(message)
 
     async def _start_all(
-        self, refs: list[ImageRef], submission: str, handed_out: set[int], resent: bool
+        self, refs: list[ImageRef], submission: str, handed_out: set[int]
     ) -> list[str]:
         """Start every image (the first here, the others through the fan-out queue if there
         is one); return why images that ended FAILED did."""
@@ -148,7 +144,7 @@ class ImageHandler:
         failures = []
         for ref in here:
             try:
-                await self._starter.start_image(ref, submission, resent)
+                await self._starter.start_image(ref, submission)
             except ImageFailedError as err:  # that image has ended FAILED
                 failures.append(str(err))
         return failures

@@ -7,7 +7,8 @@ the finaliser (:mod:`worker.finaliser`). Every step is safe to repeat, so a rede
 crashed message is simply done again.
 
 A request for an image that has ended: a redelivery of the message that started its run (same
-submission id) publishes the recorded terminal status again and runs nothing; a new submission
+submission id) runs nothing and publishes the recorded terminal status only if it has not gone
+out (a redelivery follows a receiver that died: one terminal status, never two); a new submission
 (another message id) runs the image again from scratch as its next run. A request for an image
 still in progress joins the run in progress, as a redelivery does. Region messages carry their
 run: one of an earlier run is acknowledged and ignored.
@@ -88,12 +89,9 @@ class Runner:
 
     # ---- images ------------------------------------------------------------------------
 
-    async def start_image(
-        self, ref: ImageRef, submission_id: str = "", resent: bool = False
-    ) -> None:
-        """Plan an image, fan its regions out and run region 1 (or, for a redelivered request
-        of an image that has ended, publish its recorded status again). ``resent``: the
-        message is a copy this service sent itself to look again later (not a redelivery).
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
+        """Plan an image, fan its regions out and run region 1 (or, for a request of an image
+        whose run it started has ended, publish its recorded status if it has not gone out).
 
         Raises:
             ImageFailedError: If the image cannot be processed (it has ended FAILED).
@@ -101,7 +99,7 @@ class Runner:
         """
         set_log_context(job_id=ref.job_id, image_id=ref.image_id)
         existing = await self._jobs.get(ref.job_id, ref.url)
-        if await self._finaliser.ended_for(ref, existing, submission_id, resent):
+        if await self._finaliser.ended_for(ref, existing, submission_id):
             return
         try:
             job = await self._pipeline.plan(ref)
@@ -112,7 +110,7 @@ class Runner:
         record = await self._jobs.open_image(
             ref.job_id, ref.url, self._run_plan(job, submission_id)
         )
-        if await self._finaliser.ended_for(ref, record, submission_id, resent):
+        if await self._finaliser.ended_for(ref, record, submission_id):
             return
         if record.created:
             await self._reporter.started(ref, job.tile_count, len(job.regions), record.run)

@@ -49,7 +49,7 @@ def of_status(statuses: list[Status], *values: str) -> list[Status]:
     return [s for s in statuses if s.attributes["status"] in values]
 
 
-def test_resubmitted_job_runs_again_and_a_redelivery_only_repeats_its_status(
+def test_resubmitted_job_runs_again_and_a_copy_of_the_request_runs_nothing(
     stack: Stack, tmp_path: Path
 ) -> None:
     pixels = np.full((1, 600, 600), 150, dtype=np.uint8)
@@ -86,8 +86,8 @@ def test_resubmitted_job_runs_again_and_a_redelivery_only_repeats_its_status(
 
     # A copy of the second submission, as the worker's own re-sends (look again later, wait for
     # capacity) carry it: the same request, so nothing runs, and its status, already out, is
-    # not published a third time. (A true SQS redelivery of a message, same message id,
-    # publishes it again: tests/worker/test_runs.py.)
+    # not published a third time. (Nor is it on a true SQS redelivery of a message, same
+    # message id: tests/worker/test_runs.py.)
     send(stack, request, submission_id=second_id)
     stack.local.wait_for_log(
         "worker", f"job {job_id} image {image_url}: request delivered again after run 2"

@@ -28,9 +28,7 @@ class Service:
         self.started = 0
         self.failed: list[str] = []
 
-    async def start_image(
-        self, ref: ImageRef, submission_id: str = "", resent: bool = False
-    ) -> None:
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
         self.started += 1
         if self.error is not None:
             raise self.error

@@ -32,9 +32,7 @@ class Busy:
     async def give_up_region(self, region: RegionRequest, ref: ImageRef, reason: str) -> None:
         raise AssertionError("a region being finalised elsewhere is not given up")
 
-    async def start_image(
-        self, ref: ImageRef, submission_id: str = "", resent: bool = False
-    ) -> None:
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
         raise FinalisingElsewhere(ref.job_id, ref.url, 300.0)
 
     async def fail(self, ref: ImageRef, reason: str, submission_id: str = "") -> None:
@@ -89,9 +87,7 @@ def test_image_message_is_sent_again_too() -> None:
 class Broken(Busy):
     """A service with a bug: starting an image raises an error no port declares."""
 
-    async def start_image(
-        self, ref: ImageRef, submission_id: str = "", resent: bool = False
-    ) -> None:
+    async def start_image(self, ref: ImageRef, submission_id: str = "") -> None:
         raise ZeroDivisionError("division by zero")
 
 
