@@ -23,8 +23,8 @@ from typing import Any
 
 import boto3
 
+from benchmarks.jobs import run_job
 from benchmarks.throughput import make_image
-from client.submit import submit, wait_for_job
 from infra.local_stack import LocalStack
 
 
@@ -44,19 +44,7 @@ def run_request(stack: LocalStack, urls: list[str], sleep_ms: int) -> tuple[floa
         },
     }
     started = time.monotonic()
-    parsed = submit(
-        session.client("sqs", endpoint_url=stack.endpoint_url),
-        stack.resources.image_queue_url,
-        request,
-    )
-    records = wait_for_job(
-        session.client("dynamodb", endpoint_url=stack.endpoint_url),
-        stack.resources.job_table,
-        parsed,
-        3600,
-        lambda _line: None,
-        poll_interval_s=0.05,
-    )
+    records = run_job(stack, session, request)
     return time.monotonic() - started, [r.status.value for r in records]
 
 

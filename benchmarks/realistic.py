@@ -53,9 +53,9 @@ from typing import Any
 import boto3
 
 from benchmarks.imagery import make_image
+from benchmarks.jobs import run_job
 from benchmarks.throughput import make_image as make_easy_image
 from benchmarks.throughput import peak_rss_mib
-from client.submit import submit, wait_for_job
 from infra.local_stack import LocalStack, free_port, wait_until_up
 
 READ_LINE = re.compile(r"S3 GETs, ([\d.]+) MiB \(([\d.]+) of the image")
@@ -186,19 +186,7 @@ def _measure(
     load = os.getloadavg()[0]
     cpu_before = cpu_seconds(worker.pid)
     started = time.monotonic()
-    parsed = submit(
-        session.client("sqs", endpoint_url=stack.endpoint_url),
-        stack.resources.image_queue_url,
-        request,
-    )
-    (record,) = wait_for_job(
-        session.client("dynamodb", endpoint_url=stack.endpoint_url),
-        stack.resources.job_table,
-        parsed,
-        3600,
-        lambda _line: None,
-        poll_interval_s=0.05,
-    )
+    (record,) = run_job(stack, session, request)
     seconds = time.monotonic() - started
     cpu = cpu_seconds(worker.pid) - cpu_before
     rss = peak_rss_mib(worker.pid)

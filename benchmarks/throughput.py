@@ -28,7 +28,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from client.submit import submit, wait_for_job
+from benchmarks.jobs import run_job
 from infra.local_stack import LocalStack
 
 
@@ -126,24 +126,13 @@ def main() -> None:
                 "imageProcessorParameters": {"CustomAttributes": model},
             }
             started = time.monotonic()
-            parsed = submit(
-                session.client("sqs", endpoint_url=stack.endpoint_url),
-                stack.resources.image_queue_url,
-                request,
-            )
-            (record,) = wait_for_job(
-                session.client("dynamodb", endpoint_url=stack.endpoint_url),
-                stack.resources.job_table,
-                parsed,
-                3600,
-                lambda _line: None,
-                poll_interval_s=0.05,
-            )
+            (record,) = run_job(stack, session, request)
             elapsed = time.monotonic() - started
             for number in range(args.workers):
                 log_text = (stack.log_dir / f"worker-{number + 1}.log").read_text()
                 for line in log_text.splitlines():
-                    if parsed.job_id in line and ("after duplicate" in line or "written" in line):
+                    ours = request["jobId"] in line
+                    if ours and ("after duplicate" in line or "written" in line):
                         print("  worker:", line.split(" INFO ", 1)[-1], flush=True)
             tiles = record.record.tile_count
             rates.append(tiles / elapsed)
