@@ -51,16 +51,10 @@ def predict_tile(
         for axis, size in zip(loaded.input_axes, array.shape, strict=True)
     )
     try:
-        # The pipeline itself, not bioimageio.core.predict: predict() unloads the pipeline
-        # when it returns, which leaves torchscript/pytorch adapters unusable next time.
         tensor = Tensor.from_numpy(array, dims=dims)
-        sample = Sample(members={loaded.input_id: tensor}, stat={}, id="tile")
-        if too_big:
-            sample = loaded.pipeline.predict_sample_with_blocking(sample, ns=blocksize)
-        else:
-            sample = loaded.pipeline.predict_sample_without_blocking(sample)
     except MODEL_ERRORS as err:
         raise BackendError(f"prediction failed: {err}") from err
+    sample = _predict(loaded, {loaded.input_id: tensor}, "tile", too_big, blocksize)
     output = next(iter(sample.members.values()))
     try:
         axes = loaded.output_axes
@@ -96,14 +90,7 @@ def predict_tensors(
             array = np.pad(array, pad)
         dims = tuple(axis.id for axis in axes)
         members[_member_id(loaded, tensor_id)] = Tensor.from_numpy(array, dims=dims)
-    try:
-        sample = Sample(members=members, stat={}, id="sample")
-        if too_big:
-            sample = loaded.pipeline.predict_sample_with_blocking(sample, ns=blocksize)
-        else:
-            sample = loaded.pipeline.predict_sample_without_blocking(sample)
-    except MODEL_ERRORS as err:
-        raise BackendError(f"prediction failed: {err}") from err
+    sample = _predict(loaded, members, "sample", too_big, blocksize)
     results = {}
     for member_id, tensor in sample.members.items():
         data = tensor.data.to_numpy()
@@ -113,6 +100,29 @@ def predict_tensors(
         )
         results[str(member_id)] = np.ascontiguousarray(data[crop])
     return results
+
+
+def _predict(
+    loaded: LoadedModel, members: dict[Any, Tensor], sample_id: str, too_big: bool, blocksize: int
+) -> Sample:
+    """Run the model's pipeline on ``members``, in blocks of ``blocksize`` if ``too_big``.
+
+    The pipeline itself, not bioimageio.core.predict: predict() unloads the pipeline when it
+    returns, which leaves torchscript/pytorch adapters unusable next time.
+
+    Raises:
+        BackendError: If the model fails.
+    """
+    try:
+        sample = Sample(members=members, stat={}, id=sample_id)
+        predicted: Sample
+        if too_big:
+            predicted = loaded.pipeline.predict_sample_with_blocking(sample, ns=blocksize)
+        else:
+            predicted = loaded.pipeline.predict_sample_without_blocking(sample)
+    except MODEL_ERRORS as err:
+        raise BackendError(f"prediction failed: {err}") from err
+    return predicted
 
 
 def _member_id(loaded: LoadedModel, tensor_id: str) -> Any:
