@@ -143,31 +143,21 @@ def judge(
     held_s += sum(hold.ended - hold.since for hold in holds if hold.ended is not None)
     deaths = len(dead_holds)
     expected = rate * held_s
-    verdict = Verdict(deaths, errors, expected)
-    hard_limit = HARD_LIMIT_FACTOR * max_receives
-    if receive_count > hard_limit:
-        return Verdict(
-            deaths,
-            errors,
-            expected,
+    reason = None
+    if receive_count > HARD_LIMIT_FACTOR * max_receives:
+        reason = (
             f"message received {receive_count} times without finishing ({deaths} of its"
             f" workers died working on it; limit {HARD_LIMIT_FACTOR} x"
-            f" MODELRUNNER_MAX_RECEIVES={max_receives})",
+            f" MODELRUNNER_MAX_RECEIVES={max_receives})"
         )
-    if errors >= max_receives:
-        return Verdict(
-            deaths,
-            errors,
-            expected,
+    elif errors >= max_receives:
+        reason = (
             f"message failed with an error {errors} times (limit"
-            f" MODELRUNNER_MAX_RECEIVES={max_receives})",
+            f" MODELRUNNER_MAX_RECEIVES={max_receives})"
         )
-    if deaths >= max_receives and poisson_tail(deaths, expected) < POISON_P:
-        return Verdict(
-            deaths,
-            errors,
-            expected,
+    elif deaths >= max_receives and poisson_tail(deaths, expected) < POISON_P:
+        reason = (
             f"{deaths} workers died working on this message (the fleet's death rate explains"
-            f" {expected:.2f}; limit MODELRUNNER_MAX_RECEIVES={max_receives})",
+            f" {expected:.2f}; limit MODELRUNNER_MAX_RECEIVES={max_receives})"
         )
-    return verdict
+    return Verdict(deaths, errors, expected, reason)
